@@ -1,0 +1,132 @@
+//! Plain `#[repr(C)]` types shared by the eBPF programs (kernel side) and the node probe
+//! (user side): the ring-buffer event, the watched-socket map entries and the load-time
+//! configuration the probe writes into the programs' `.rodata`.
+#![no_std]
+
+/// Bytes of a requested path carried in an event (sun_path is 108; open paths can be longer).
+pub const PATH_LEN: usize = 256;
+/// Kernel `TASK_COMM_LEN`.
+pub const COMM_LEN: usize = 16;
+/// Most watched sockets one probe tracks at once.
+pub const MAX_WATCHED: u32 = 256;
+
+/// What an [`Event`] reports.
+pub mod kind {
+    /// A process connected to a watched socket's listening socket (TRC-1019 trigger b).
+    pub const CONNECT: u32 = 1;
+    /// A process opened a socket-like file with write intent and got ENXIO (TRC-1019 trigger a);
+    /// the probe resolves whether it was a watched socket.
+    pub const OPEN: u32 = 2;
+    /// A cgroup directory was created on the cgroup v2 hierarchy (attribution, not a finding).
+    pub const CGROUP_MKDIR: u32 = 3;
+}
+
+/// One record on the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Event {
+    pub kind: u32,
+    /// open(2) flags for `OPEN`; 0 otherwise.
+    pub flags: u32,
+    /// Thread id (kernel `pid`).
+    pub tid: u32,
+    /// Process id (kernel `tgid`).
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mnt_ns: u32,
+    pub pid_ns: u32,
+    /// Syscall result where one is known (`OPEN`: the negative errno).
+    pub ret: i32,
+    /// openat(2) directory fd (`AT_FDCWD` = -100 for absolute/cwd-relative).
+    pub dirfd: i32,
+    /// Bytes of `path` that hold the requested path (0 = unknown).
+    pub path_len: u32,
+    /// cgroup v2 id of the task (`CGROUP_MKDIR`: the new cgroup's id).
+    pub cgroup_id: u64,
+    /// `bpf_ktime_get_ns` at the hook: lets the probe measure detection latency.
+    pub ktime_ns: u64,
+    /// Kernel-encoded device (`major << 20 | minor`) of the watched socket file.
+    pub dev: u64,
+    /// Inode of the watched socket file (0 for `OPEN`: resolved in user space).
+    pub ino: u64,
+    pub comm: [u8; COMM_LEN],
+    /// Requested path (connect: the `sun_path` the caller passed; open: the filename;
+    /// cgroup mkdir: the cgroup path). NUL-terminated when shorter than `PATH_LEN`.
+    pub path: [u8; PATH_LEN],
+}
+
+/// Value of the watched-socket map, keyed by the socket file's inode number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchedSocket {
+    /// Kernel-encoded device (`major << 20 | minor`) holding the socket file.
+    pub dev: u64,
+}
+
+/// Byte offsets of the kernel struct members the programs read, resolved from the running
+/// kernel's BTF at load time (Rust eBPF has no CO-RE relocations).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `sock.__sk_common.skc_state`
+    pub sock_state: u32,
+    /// `unix_sock.path.dentry`
+    pub unix_sock_path_dentry: u32,
+    /// `dentry.d_inode`
+    pub dentry_inode: u32,
+    /// `inode.i_ino`
+    pub inode_ino: u32,
+    /// `inode.i_sb`
+    pub inode_sb: u32,
+    /// `super_block.s_dev`
+    pub sb_dev: u32,
+    /// `task_struct.real_parent`
+    pub task_real_parent: u32,
+    /// `task_struct.tgid`
+    pub task_tgid: u32,
+    /// `task_struct.nsproxy`
+    pub task_nsproxy: u32,
+    /// `nsproxy.mnt_ns`
+    pub nsproxy_mnt_ns: u32,
+    /// `nsproxy.pid_ns_for_children`
+    pub nsproxy_pid_ns: u32,
+    /// `mnt_namespace.ns.inum`
+    pub mnt_ns_inum: u32,
+    /// `pid_namespace.ns.inum`
+    pub pid_ns_inum: u32,
+    /// `pt_regs` member holding the syscall number (x86-64 `orig_ax`); 0 disables path capture.
+    pub regs_syscall_nr: u32,
+    /// `pt_regs` member holding the syscall's second argument (x86-64 `si`).
+    pub regs_arg2: u32,
+    pub _pad: u32,
+}
+
+/// Load-time settings written into `.rodata`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// Mount namespace inum of the host (pid 1 of the host).
+    pub host_mnt_ns: u32,
+    /// PID namespace inum of the host.
+    pub host_pid_ns: u32,
+    /// 1: report host processes too (`--include-host`).
+    pub include_host: u32,
+    /// The architecture's `connect` syscall number (x86-64: 42).
+    pub connect_syscall_nr: u32,
+}
+
+/// Index of the ring-buffer reservation failure counter in the `COUNTERS` per-CPU array.
+pub const COUNTER_RINGBUF_DROPS: u32 = 0;
+/// Index of the counter of matched events (before the host filter).
+pub const COUNTER_MATCHED: u32 = 1;
+pub const COUNTERS_LEN: u32 = 2;
+
+#[cfg(feature = "user")]
+mod pod_impls {
+    // SAFETY: plain-old-data, `#[repr(C)]`, every bit pattern valid.
+    unsafe impl aya::Pod for super::WatchedSocket {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::ProbeConfig {}
+}

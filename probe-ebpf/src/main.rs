@@ -1,0 +1,392 @@
+//! sockwarden's eBPF programs for the `tracepoint` backend.
+//!
+//! Detection keys on what a socket *is*: the inode (and device) of the file a listening
+//! AF_UNIX socket is bound to, never its name. Programs:
+//! - `sk_data_ready` (tracepoint `sock:sk_data_ready`): a connect to a listening AF_UNIX socket
+//!   wakes the listener in the connecting task's context. If the listener's bound inode is
+//!   watched, we emit a CONNECT event with the caller's identity and the path it passed.
+//! - `enter_open*`/`exit_open*` (syscall tracepoints, opt-in `--detect-open`): opens with
+//!   write intent that fail with ENXIO (what opening a socket file returns).
+//! - `cgroup_mkdir` (tracepoint `cgroup:cgroup_mkdir`): new cgroup v2 directories, so events
+//!   from containers that are already gone can still be attributed.
+#![no_std]
+#![no_main]
+
+use core::ptr::{addr_of, addr_of_mut, read_volatile};
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_task_btf, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user,
+        generated::{
+            bpf_get_current_comm, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
+            bpf_task_pt_regs,
+        },
+    },
+    macros::{map, tracepoint},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+    EbpfContext,
+};
+use probe_common::{
+    kind, Event, KernelOffsets, ProbeConfig, WatchedSocket, COMM_LEN, COUNTERS_LEN,
+    COUNTER_MATCHED, COUNTER_RINGBUF_DROPS, MAX_WATCHED, PATH_LEN,
+};
+
+const AF_UNIX: u16 = 1;
+const TCP_LISTEN: u8 = 10;
+const ENXIO: i64 = 6;
+const O_ACCMODE: u32 = 3;
+/// Longest `sun_path` (`sizeof(sockaddr_un.sun_path)`).
+const SUN_PATH_LEN: u32 = 108;
+
+/// Filled by the probe at load time from the running kernel's BTF.
+#[no_mangle]
+static OFFSETS: KernelOffsets = KernelOffsets {
+    sock_state: 0,
+    unix_sock_path_dentry: 0,
+    dentry_inode: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    sb_dev: 0,
+    task_real_parent: 0,
+    task_tgid: 0,
+    task_nsproxy: 0,
+    nsproxy_mnt_ns: 0,
+    nsproxy_pid_ns: 0,
+    mnt_ns_inum: 0,
+    pid_ns_inum: 0,
+    regs_syscall_nr: 0,
+    regs_arg2: 0,
+    _pad: 0,
+};
+
+#[no_mangle]
+static CONFIG: ProbeConfig = ProbeConfig {
+    host_mnt_ns: 0,
+    host_pid_ns: 0,
+    include_host: 0,
+    connect_syscall_nr: 0,
+};
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Watched socket files: inode -> device. Kept current by the probe (re-armed on restart).
+#[map]
+static WATCHED: HashMap<u64, WatchedSocket> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+/// An open(2) with write intent between syscall entry and exit, keyed by thread id.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PendingOpen {
+    filename: u64,
+    flags: u32,
+    dirfd: i32,
+}
+
+#[map]
+static PENDING_OPENS: LruHashMap<u32, PendingOpen> = LruHashMap::with_max_entries(8192, 0);
+
+/// Reads a `.rodata` member; the verifier sees the frozen value as a constant.
+macro_rules! rodata {
+    ($global:ident . $field:ident) => {
+        unsafe { read_volatile(addr_of!($global.$field)) }
+    };
+}
+
+#[inline(always)]
+fn read<T>(base: u64, offset: u32) -> Option<T> {
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).ok() }
+}
+
+#[inline(always)]
+fn bump(counter: u32) {
+    if let Some(value) = COUNTERS.get_ptr_mut(counter) {
+        unsafe { *value += 1 };
+    }
+}
+
+/// Mount- and pid-namespace inums of a task.
+#[inline(always)]
+fn namespaces(task: u64) -> Option<(u32, u32)> {
+    let nsproxy: u64 = read(task, rodata!(OFFSETS.task_nsproxy))?;
+    if nsproxy == 0 {
+        return None; // exiting task
+    }
+    let mnt_ns: u64 = read(nsproxy, rodata!(OFFSETS.nsproxy_mnt_ns))?;
+    let pid_ns: u64 = read(nsproxy, rodata!(OFFSETS.nsproxy_pid_ns))?;
+    let mnt: u32 = read(mnt_ns, rodata!(OFFSETS.mnt_ns_inum))?;
+    let pid: u32 = read(pid_ns, rodata!(OFFSETS.pid_ns_inum))?;
+    Some((mnt, pid))
+}
+
+/// False for host processes unless `--include-host`: they are not findings, and skipping them
+/// here keeps the daemon's own tooling off the ring buffer.
+#[inline(always)]
+fn wanted(mnt_ns: u32, pid_ns: u32) -> bool {
+    rodata!(CONFIG.include_host) != 0
+        || mnt_ns != rodata!(CONFIG.host_mnt_ns)
+        || pid_ns != rodata!(CONFIG.host_pid_ns)
+}
+
+/// Writes the caller's identity into a reserved event.
+#[inline(always)]
+fn fill_task(event: *mut Event, kind: u32, task: u64, mnt_ns: u32, pid_ns: u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let parent: u64 = read(task, rodata!(OFFSETS.task_real_parent)).unwrap_or(0);
+    let ppid: u32 = if parent == 0 {
+        0
+    } else {
+        read(parent, rodata!(OFFSETS.task_tgid)).unwrap_or(0)
+    };
+    unsafe {
+        addr_of_mut!((*event).kind).write(kind);
+        addr_of_mut!((*event).flags).write(0);
+        addr_of_mut!((*event).tid).write(pid_tgid as u32);
+        addr_of_mut!((*event).pid).write((pid_tgid >> 32) as u32);
+        addr_of_mut!((*event).ppid).write(ppid);
+        addr_of_mut!((*event).uid).write(uid_gid as u32);
+        addr_of_mut!((*event).gid).write((uid_gid >> 32) as u32);
+        addr_of_mut!((*event).mnt_ns).write(mnt_ns);
+        addr_of_mut!((*event).pid_ns).write(pid_ns);
+        addr_of_mut!((*event).ret).write(0);
+        addr_of_mut!((*event).dirfd).write(-100);
+        addr_of_mut!((*event).path_len).write(0);
+        addr_of_mut!((*event).cgroup_id).write(bpf_get_current_cgroup_id());
+        addr_of_mut!((*event).ktime_ns).write(bpf_ktime_get_ns());
+        addr_of_mut!((*event).dev).write(0);
+        addr_of_mut!((*event).ino).write(0);
+        let comm = addr_of_mut!((*event).comm) as *mut u8;
+        if bpf_get_current_comm(comm.cast(), COMM_LEN as u32) < 0 {
+            comm.write(0);
+        }
+        // A terminating NUL so user space never reads stale ring-buffer bytes as a path.
+        (addr_of_mut!((*event).path) as *mut u8).write(0);
+    }
+}
+
+/// Copies a user-space string into the event's path; returns the length without the NUL.
+#[inline(always)]
+fn copy_user_path(event: *mut Event, src: u64, max: u32) {
+    unsafe {
+        let dst = addr_of_mut!((*event).path) as *mut u8;
+        let n = bpf_probe_read_user_str(dst.cast(), max, src as *const _);
+        addr_of_mut!((*event).path_len).write(if n > 0 { (n - 1) as u32 } else { 0 });
+    }
+}
+
+#[tracepoint(category = "sock", name = "sk_data_ready")]
+pub fn sk_data_ready(ctx: TracePointContext) -> u32 {
+    let _ = on_data_ready(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_data_ready(ctx: &TracePointContext) -> Option<()> {
+    let record = ctx.as_ptr() as *const u8;
+    // Record fields are read directly (no helper): this is the cost every socket wake-up pays.
+    let family = unsafe { read_volatile(record.add(16) as *const u16) };
+    if family != AF_UNIX {
+        return None;
+    }
+    let sk = unsafe { read_volatile(record.add(8) as *const u64) };
+    // Only a listening socket is woken by connect(); data wake-ups stop here.
+    let state: u8 = read(sk, rodata!(OFFSETS.sock_state))?;
+    if state != TCP_LISTEN {
+        return None;
+    }
+    let dentry: u64 = read(sk, rodata!(OFFSETS.unix_sock_path_dentry))?;
+    if dentry == 0 {
+        return None; // abstract or unbound
+    }
+    let inode: u64 = read(dentry, rodata!(OFFSETS.dentry_inode))?;
+    let ino: u64 = read(inode, rodata!(OFFSETS.inode_ino))?;
+    let watched = unsafe { WATCHED.get(&ino) }?;
+    let sb: u64 = read(inode, rodata!(OFFSETS.inode_sb))?;
+    let dev: u32 = read(sb, rodata!(OFFSETS.sb_dev))?;
+    if dev as u64 != watched.dev {
+        return None;
+    }
+    bump(COUNTER_MATCHED);
+
+    let task = unsafe { bpf_get_current_task() };
+    let (mnt_ns, pid_ns) = namespaces(task)?;
+    if !wanted(mnt_ns, pid_ns) {
+        return None;
+    }
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        bump(COUNTER_RINGBUF_DROPS);
+        return None;
+    };
+    let event = entry.as_mut_ptr();
+    fill_task(event, kind::CONNECT, task, mnt_ns, pid_ns);
+    unsafe {
+        addr_of_mut!((*event).dev).write(dev as u64);
+        addr_of_mut!((*event).ino).write(ino);
+    }
+    // The path the caller passed: connect(2)'s second argument, read from the syscall's
+    // saved registers while the caller is still inside connect().
+    let nr_offset = rodata!(OFFSETS.regs_syscall_nr);
+    if nr_offset != 0 {
+        let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+        let nr: u64 = read(regs, nr_offset).unwrap_or(u64::MAX);
+        if nr == rodata!(CONFIG.connect_syscall_nr) as u64 {
+            let uaddr: u64 = read(regs, rodata!(OFFSETS.regs_arg2)).unwrap_or(0);
+            if uaddr != 0 {
+                // sockaddr_un: sa_family_t (2 bytes), then sun_path.
+                copy_user_path(event, uaddr + 2, SUN_PATH_LEN);
+            }
+        }
+    }
+    entry.submit(0);
+    Some(())
+}
+
+// --- open(2) with write intent (opt-in: syscall tracepoints tax every syscall) ---
+
+#[inline(always)]
+fn stash_open(filename: u64, flags: u32, dirfd: i32) -> u32 {
+    if flags & O_ACCMODE == 0 {
+        return 0; // read-only: not TRC-1019's write intent
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let Some((mnt_ns, pid_ns)) = namespaces(task) else {
+        return 0;
+    };
+    if !wanted(mnt_ns, pid_ns) {
+        return 0;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let pending = PendingOpen {
+        filename,
+        flags,
+        dirfd,
+    };
+    let _ = PENDING_OPENS.insert(&tid, &pending, 0);
+    0
+}
+
+#[inline(always)]
+fn finish_open(ctx: &TracePointContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(pending) = (unsafe { PENDING_OPENS.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = PENDING_OPENS.remove(&tid);
+    let ret = unsafe { read_volatile((ctx.as_ptr() as *const u8).add(16) as *const i64) };
+    // Opening a socket file fails with ENXIO: anything else is not a socket.
+    if ret != -ENXIO {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let Some((mnt_ns, pid_ns)) = namespaces(task) else {
+        return 0;
+    };
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        bump(COUNTER_RINGBUF_DROPS);
+        return 0;
+    };
+    let event = entry.as_mut_ptr();
+    fill_task(event, kind::OPEN, task, mnt_ns, pid_ns);
+    unsafe {
+        addr_of_mut!((*event).flags).write(pending.flags);
+        addr_of_mut!((*event).dirfd).write(pending.dirfd);
+        addr_of_mut!((*event).ret).write(ret as i32);
+    }
+    copy_user_path(event, pending.filename, PATH_LEN as u32);
+    entry.submit(0);
+    0
+}
+
+#[inline(always)]
+fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    unsafe { read_volatile((ctx.as_ptr() as *const u8).add(offset) as *const T) }
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
+pub fn enter_openat(ctx: TracePointContext) -> u32 {
+    let dirfd: i64 = field(&ctx, 16);
+    let filename: u64 = field(&ctx, 24);
+    let flags: i64 = field(&ctx, 32);
+    stash_open(filename, flags as u32, dirfd as i32)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_open")]
+pub fn enter_open(ctx: TracePointContext) -> u32 {
+    let filename: u64 = field(&ctx, 16);
+    let flags: i64 = field(&ctx, 24);
+    stash_open(filename, flags as u32, -100)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
+pub fn enter_openat2(ctx: TracePointContext) -> u32 {
+    let dirfd: i64 = field(&ctx, 16);
+    let filename: u64 = field(&ctx, 24);
+    let how: u64 = field(&ctx, 32);
+    // struct open_how starts with `__u64 flags`.
+    let flags: u64 = unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
+    stash_open(filename, flags as u32, dirfd as i32)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
+pub fn exit_openat(ctx: TracePointContext) -> u32 {
+    finish_open(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_open")]
+pub fn exit_open(ctx: TracePointContext) -> u32 {
+    finish_open(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
+pub fn exit_openat2(ctx: TracePointContext) -> u32 {
+    finish_open(&ctx)
+}
+
+// --- attribution: new cgroups ---
+
+#[tracepoint(category = "cgroup", name = "cgroup_mkdir")]
+pub fn cgroup_mkdir(ctx: TracePointContext) -> u32 {
+    let root: i32 = field(&ctx, 8);
+    if root != 0 {
+        return 0; // a cgroup v1 hierarchy: ids there are another numbering
+    }
+    let id: u64 = field(&ctx, 16);
+    let data_loc: u32 = field(&ctx, 24);
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        bump(COUNTER_RINGBUF_DROPS);
+        return 0;
+    };
+    let event = entry.as_mut_ptr();
+    unsafe {
+        core::ptr::write_bytes(
+            event as *mut u8,
+            0,
+            core::mem::size_of::<Event>() - PATH_LEN,
+        );
+        addr_of_mut!((*event).kind).write(kind::CGROUP_MKDIR);
+        addr_of_mut!((*event).cgroup_id).write(id);
+        let dst = addr_of_mut!((*event).path) as *mut u8;
+        let src = (ctx.as_ptr() as *const u8).add((data_loc & 0xffff) as usize);
+        let n = bpf_probe_read_kernel_str(dst.cast(), PATH_LEN as u32, src.cast());
+        addr_of_mut!((*event).path_len).write(if n > 0 { (n - 1) as u32 } else { 0 });
+    }
+    entry.submit(0);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

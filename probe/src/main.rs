@@ -1,0 +1,83 @@
+//! `sockwarden-probe`: the node agent. Catches processes in containers that reach for a
+//! container runtime's UNIX socket, and reports each as a TRC-1019 finding.
+mod attribution;
+mod backend;
+mod btf_offsets;
+mod cgroup;
+mod decide;
+mod event;
+mod finding;
+mod metrics;
+mod open_resolve;
+mod pipeline;
+mod procinfo;
+mod rootfs;
+mod run;
+mod server;
+mod sockets;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "sockwarden-probe",
+    version,
+    about = "Detects container-runtime socket abuse from containers (TRC-1019 and beyond)"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Watch this node and print findings on stdout (standalone, no cluster needed).
+    Run(run::RunArgs),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sockwarden-probe: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => runtime.block_on(run::run(args)),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sockwarden-probe: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! From ring-buffer record to written finding: decode, identify the socket, attribute the
+//! caller, decide, write. Synchronous and allocation-light; one instance per reader.
+use std::{
+    io::Write,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use crate::{
+    attribution::CgroupIndex,
+    decide::Decider,
+    event::{decode, Decoded, Operation, SocketEvent},
+    metrics::Metrics,
+    open_resolve::OpenResolver,
+    procinfo,
+    sockets::{ArmedSocket, Armer},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// JSON when stdout is not a terminal, text when it is.
+    Auto,
+    Json,
+    Text,
+}
+
+pub struct Pipeline<W: Write> {
+    pub armer: Arc<Mutex<Armer>>,
+    pub cgroups: CgroupIndex,
+    pub opens: OpenResolver,
+    pub decider: Decider,
+    pub metrics: Arc<Metrics>,
+    pub proc_root: PathBuf,
+    pub json: bool,
+    pub out: W,
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl<W: Write> Pipeline<W> {
+    /// Handles one ring-buffer record. Returns whether a finding was written.
+    pub fn handle(&mut self, record: &[u8]) -> bool {
+        match decode(record) {
+            Err(e) => {
+                self.metrics.decode_errors.inc();
+                tracing::warn!(error = %e, "dropping undecodable ring-buffer record");
+                false
+            }
+            Ok(Decoded::CgroupMkdir { id, path }) => {
+                self.cgroups.record(id, path);
+                false
+            }
+            Ok(Decoded::Socket(ev)) => self.handle_socket_event(ev),
+        }
+    }
+
+    fn watched_socket(&mut self, ev: &SocketEvent) -> Option<ArmedSocket> {
+        let armer = self.armer.lock().unwrap_or_else(|p| p.into_inner());
+        match ev.operation {
+            Operation::Connect => armer.lookup(ev.dev, ev.ino).cloned(),
+            Operation::Open => {
+                drop(armer);
+                let Some(id) = self.opens.resolve(ev) else {
+                    self.metrics.open_unresolved.inc();
+                    return None;
+                };
+                let armer = self.armer.lock().unwrap_or_else(|p| p.into_inner());
+                armer.lookup(id.kernel_dev, id.ino).cloned()
+            }
+        }
+    }
+
+    fn handle_socket_event(&mut self, ev: SocketEvent) -> bool {
+        // An open of some other socket or FIFO, or a connect racing a disarm: not ours.
+        let Some(socket) = self.watched_socket(&ev) else {
+            return false;
+        };
+        self.metrics
+            .events
+            .with_label_values(&[ev.operation.as_str(), &socket.runtime])
+            .inc();
+        let cgroup_path = self.cgroups.path_of(ev.cgroup_id, ev.pid);
+        let details = procinfo::read(&self.proc_root, ev.pid);
+        let Some(finding) = self.decider.decide(&ev, &socket, cgroup_path, details) else {
+            return false;
+        };
+        let line = if self.json {
+            finding.to_json()
+        } else {
+            finding.to_text()
+        };
+        if let Err(e) = writeln!(self.out, "{line}") {
+            tracing::error!(error = %e, "writing a finding failed");
+        }
+        self.metrics
+            .findings
+            .with_label_values(&[finding.operation, &finding.socket.runtime, finding.action])
+            .inc();
+        if ev.ktime_ns > 0 {
+            let latency = monotonic_ns().saturating_sub(ev.ktime_ns);
+            self.metrics.detection_latency.observe(latency as f64 / 1e9);
+        }
+        true
+    }
+
+    pub fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        event::{encode, raw_event},
+        rootfs::FileId,
+        sockets::WatchedSet,
+    };
+    use std::os::unix::net::UnixListener;
+
+    struct NoMap;
+    impl WatchedSet for NoMap {
+        fn arm(&mut self, _: &FileId) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn disarm(&mut self, _: &FileId) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn pipeline(root: &std::path::Path) -> Pipeline<Vec<u8>> {
+        let mut armer = Armer::new(
+            vec!["/docker.sock=docker".parse().unwrap()],
+            root.to_path_buf(),
+        );
+        armer.refresh(&mut NoMap);
+        Pipeline {
+            armer: Arc::new(Mutex::new(armer)),
+            cgroups: CgroupIndex::new(std::path::Path::new("/nonexistent")),
+            opens: OpenResolver::new("/proc".into()),
+            decider: Decider {
+                node: "n".into(),
+                backend: "tracepoint",
+                include_host: false,
+                host_pid_ns: 1,
+            },
+            metrics: Arc::new(Metrics::new().unwrap()),
+            proc_root: "/proc".into(),
+            json: true,
+            out: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn container_connect_becomes_one_json_line_and_counts() {
+        let root = tempfile::tempdir().unwrap();
+        let _l = UnixListener::bind(root.path().join("docker.sock")).unwrap();
+        let id = crate::rootfs::resolve(root.path(), "/docker.sock".as_ref()).unwrap();
+        let mut p = pipeline(root.path());
+        let cid = "c".repeat(64);
+        p.handle(&encode(&{
+            let mut e = raw_event(probe_common::kind::CGROUP_MKDIR, &format!("/docker/{cid}"));
+            e.cgroup_id = 31337;
+            e
+        }));
+        let mut e = raw_event(probe_common::kind::CONNECT, "/var/run/alias.sock");
+        e.dev = id.kernel_dev;
+        e.ino = id.ino;
+        e.cgroup_id = 31337;
+        e.pid_ns = 1; // host pid ns: the cgroup alone makes it a container
+        assert!(p.handle(&encode(&e)));
+        let out = String::from_utf8(p.out.clone()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["container"]["id"], cid.as_str());
+        assert_eq!(v["requestedPath"], "/var/run/alias.sock");
+        assert_eq!(v["socket"]["hostPath"], "/docker.sock");
+        assert_eq!(
+            p.metrics
+                .findings
+                .with_label_values(&["connect", "docker", "audit"])
+                .get(),
+            1
+        );
+    }
+
+    #[test]
+    fn unknown_socket_and_garbage_records_are_not_findings() {
+        let root = tempfile::tempdir().unwrap();
+        let mut p = pipeline(root.path());
+        let e = raw_event(probe_common::kind::CONNECT, "/x");
+        assert!(!p.handle(&encode(&e)), "inode not armed");
+        assert!(!p.handle(&[1, 2, 3]));
+        assert_eq!(p.metrics.decode_errors.get(), 1);
+        assert!(p.out.is_empty());
+    }
+}

@@ -1,0 +1,324 @@
+//! `sockwarden-probe run`: load and attach, keep the watched sockets armed, turn events into
+//! findings, serve health and metrics, and shut down cleanly on SIGINT/SIGTERM.
+use std::{
+    io::IsTerminal,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{atomic::AtomicBool, Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+use aya::maps::{MapData, RingBuf};
+use tokio::{io::unix::AsyncFd, sync::watch};
+
+use crate::{
+    attribution::CgroupIndex,
+    backend::{self, tracepoint, BackendKind, BackendRequest},
+    btf_offsets::{connect_syscall_nr, KernelBtf},
+    decide::Decider,
+    metrics::Metrics,
+    open_resolve::OpenResolver,
+    pipeline::{OutputFormat, Pipeline},
+    procinfo,
+    server::{self, Health},
+    sockets::{default_specs, ArmEvent, Armer, SocketSpec},
+};
+
+/// How often watched paths are re-resolved (a recreated socket is re-armed within this).
+const REARM_INTERVAL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Attach backend; `auto` picks the best one that loads here.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendRequest,
+    /// Watch another socket, PATH[=RUNTIME] (repeatable; added to the defaults).
+    #[arg(long = "socket", value_name = "PATH[=RUNTIME]")]
+    pub sockets: Vec<SocketSpec>,
+    /// Watch only the sockets given with --socket.
+    #[arg(long)]
+    pub no_default_sockets: bool,
+    /// Where the host's file system is (when the probe runs in a pod: the hostPath mount).
+    #[arg(long, default_value = "/", env = "SOCKWARDEN_HOST_ROOT")]
+    pub host_root: PathBuf,
+    /// Report host processes too, not only containerised ones.
+    #[arg(long)]
+    pub include_host: bool,
+    /// Also detect open(2) of a watched socket with write intent. In the tracepoint backend
+    /// this attaches syscall tracepoints, which slow every syscall (see README).
+    #[arg(long)]
+    pub detect_open: bool,
+    /// Finding format on stdout.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub format: OutputFormat,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub listen: SocketAddr,
+    /// Node name carried on findings (default: the host name).
+    #[arg(long, env = "NODE_NAME")]
+    pub node: Option<String>,
+    /// Kernel BTF used to resolve struct offsets.
+    #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
+    pub btf: PathBuf,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Capabilities needed to load and attach: CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON.
+fn check_privileges() -> anyhow::Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |bit: u32| cap_eff & (1u64 << bit) != 0;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    bail!("sockwarden-probe needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN) to load eBPF programs: run it with sudo or grant those capabilities")
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    check_privileges()?;
+    let btf = KernelBtf::from_file(&args.btf)?;
+    let offsets = btf
+        .kernel_offsets()
+        .context("this kernel's BTF lacks a struct member the probe reads")?;
+    if offsets.regs_syscall_nr == 0 {
+        tracing::warn!("requested connect paths cannot be captured on this architecture");
+    }
+    let (kind, reason) =
+        backend::select(args.backend, backend::availability_here).map_err(anyhow::Error::msg)?;
+    tracing::info!(backend = %kind, reason = %reason, "attach backend chosen");
+    if kind != BackendKind::Tracepoint {
+        bail!("backend {kind} is not built into this probe");
+    }
+
+    let proc_root = args.host_root.join("proc");
+    let (host_mnt_ns, host_pid_ns) = host_namespaces(&proc_root)?;
+    tracing::info!(host_mnt_ns, host_pid_ns, "host namespaces");
+
+    let _ = raise_memlock_limit();
+    let mut backend = tracepoint::TracepointBackend::load(&tracepoint::LoadOptions {
+        offsets,
+        config: probe_common::ProbeConfig {
+            host_mnt_ns,
+            host_pid_ns,
+            include_host: args.include_host as u32,
+            connect_syscall_nr: connect_syscall_nr(),
+        },
+        detect_open: args.detect_open,
+    })?;
+    let ring = backend.ring_buffer()?;
+    tracing::info!(detect_open = args.detect_open, "eBPF programs attached");
+
+    let metrics = Arc::new(Metrics::new()?);
+    metrics
+        .backend_info
+        .with_label_values(&[kind.as_str()])
+        .set(1);
+
+    let mut specs = if args.no_default_sockets {
+        Vec::new()
+    } else {
+        default_specs()
+    };
+    specs.extend(args.sockets.iter().cloned());
+    if specs.is_empty() {
+        bail!("no sockets to watch: drop --no-default-sockets or add --socket PATH");
+    }
+    let armer = Arc::new(Mutex::new(Armer::new(specs, args.host_root.clone())));
+    let backend = Arc::new(Mutex::new(backend));
+    rearm(&armer, &backend, &metrics);
+
+    let ready = Arc::new(AtomicBool::new(true));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {} for health and metrics", args.listen))?;
+    tracing::info!(listen = %args.listen, "serving /healthz, /readyz, /metrics");
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let health = Health {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let mut server_shutdown = shutdown_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, server::router(health))
+            .with_graceful_shutdown(async move {
+                let _ = server_shutdown.changed().await;
+            })
+            .await
+    });
+
+    // Re-arm sockets and export the kernel's drop counter.
+    let housekeeping = {
+        let (armer, backend, metrics) = (armer.clone(), backend.clone(), metrics.clone());
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REARM_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => break,
+                }
+                rearm(&armer, &backend, &metrics);
+                let drops = backend
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .ringbuf_drops();
+                let seen = metrics.ringbuf_drops.get();
+                if drops > seen {
+                    tracing::warn!(
+                        lost = drops - seen,
+                        "kernel ring buffer was full: events lost"
+                    );
+                    metrics.ringbuf_drops.inc_by(drops - seen);
+                }
+            }
+        })
+    };
+
+    let mut cgroups = CgroupIndex::new(&args.host_root);
+    match cgroups.mount() {
+        Some(m) => tracing::info!(cgroup2 = %m.display(), "attributing by cgroup v2 ids"),
+        None => tracing::warn!(
+            "no cgroup v2 hierarchy found: container attribution falls back to /proc"
+        ),
+    }
+    cgroups.walk();
+    let json = match args.format {
+        OutputFormat::Json => true,
+        OutputFormat::Text => false,
+        OutputFormat::Auto => !std::io::stdout().is_terminal(),
+    };
+    let pipeline = Pipeline {
+        armer,
+        cgroups,
+        opens: OpenResolver::new(proc_root.clone()),
+        decider: Decider {
+            node: args.node.clone().unwrap_or_else(host_name),
+            backend: kind.as_str(),
+            include_host: args.include_host,
+            host_pid_ns,
+        },
+        metrics,
+        proc_root,
+        json,
+        out: std::io::BufWriter::new(std::io::stdout()),
+    };
+    let reader = tokio::spawn(read_events(ring, pipeline, shutdown_rx));
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down: draining events and detaching programs");
+    let _ = shutdown_tx.send(true);
+    reader.await??;
+    let _ = housekeeping.await;
+    let _ = server.await;
+    // Dropping the backend detaches every program.
+    drop(backend);
+    Ok(())
+}
+
+/// The host's mount and PID namespaces: those of pid 1, or, where pid 1 cannot be inspected
+/// (a sandbox that hides it), our own when we run on the host file system.
+fn host_namespaces(proc_root: &std::path::Path) -> anyhow::Result<(u32, u32)> {
+    let of = |pid: &str| -> std::io::Result<(u32, u32)> {
+        Ok((
+            procinfo::namespace_inum(&proc_root.join(pid).join("ns/mnt"))?,
+            procinfo::namespace_inum(&proc_root.join(pid).join("ns/pid"))?,
+        ))
+    };
+    match of("1") {
+        Ok(ns) => Ok(ns),
+        Err(e) if proc_root == std::path::Path::new("/proc") => {
+            tracing::warn!(error = %e, "cannot read pid 1's namespaces; taking this process's as the host's");
+            Ok(of("self")?)
+        }
+        Err(e) => Err(e).context(format!(
+            "reading the host's namespaces from {}/1/ns (in a pod: hostPID: true and --host-root)",
+            proc_root.display()
+        )),
+    }
+}
+
+fn rearm(armer: &Mutex<Armer>, backend: &Mutex<tracepoint::TracepointBackend>, metrics: &Metrics) {
+    let mut armer = armer.lock().unwrap_or_else(|p| p.into_inner());
+    let mut backend = backend.lock().unwrap_or_else(|p| p.into_inner());
+    for event in armer.refresh(&mut *backend) {
+        match event {
+            ArmEvent::Armed(s) => tracing::info!(
+                path = %s.host_path.display(), runtime = %s.runtime, inode = s.id.ino,
+                device = %s.id.dev_string(), "watching socket"
+            ),
+            ArmEvent::Disarmed(s) => tracing::info!(
+                path = %s.host_path.display(), inode = s.id.ino, "socket gone or replaced; disarmed"
+            ),
+            ArmEvent::Missing { path, reason } => tracing::info!(
+                path = %path.display(), reason = %reason, "socket not present; will arm it when it appears"
+            ),
+        }
+    }
+    metrics.sockets_armed.set(armer.armed_count() as i64);
+}
+
+async fn read_events(
+    ring: RingBuf<MapData>,
+    mut pipeline: Pipeline<std::io::BufWriter<std::io::Stdout>>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    // SAFETY: the ring buffer owns its fd and outlives this registration (both end here).
+    let mut fd = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+    loop {
+        tokio::select! {
+            guard = fd.readable_mut() => {
+                let mut guard = guard?;
+                drain(guard.get_inner_mut(), &mut pipeline);
+                guard.clear_ready();
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    drain(fd.get_mut(), &mut pipeline);
+    Ok(())
+}
+
+fn drain<W: std::io::Write>(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline<W>) {
+    while let Some(item) = ring.next() {
+        pipeline.handle(&item);
+    }
+    pipeline.flush();
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+fn raise_memlock_limit() -> std::io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
