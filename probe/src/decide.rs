@@ -11,6 +11,13 @@ use crate::{
     sockets::ArmedSocket,
 };
 
+/// How the touched socket was identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    Inode,
+    Name,
+}
+
 /// Where the caller runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -45,6 +52,7 @@ impl Decider {
         &self,
         ev: &SocketEvent,
         socket: &ArmedSocket,
+        identity: Identity,
         cgroup_path: Option<String>,
         details: ProcDetails,
     ) -> Option<Finding> {
@@ -79,6 +87,10 @@ impl Decider {
                 runtime: socket.runtime.clone(),
                 inode: socket.id.ino,
                 device: socket.id.dev_string(),
+                identity: match identity {
+                    Identity::Inode => "inode",
+                    Identity::Name => "name",
+                },
             },
             requested_path: ev.path.clone(),
             open_flags: (ev.operation == Operation::Open)
@@ -162,7 +174,13 @@ mod tests {
         let uid = "0d6f1c2e-3b4a-4c5d-8e9f-a0b1c2d3e4f5";
         let path = format!("/kubepods/besteffort/pod{uid}/{id}");
         let f = decider(false)
-            .decide(&event(HOST_PID_NS), &socket(), Some(path), no_details())
+            .decide(
+                &event(HOST_PID_NS),
+                &socket(),
+                Identity::Inode,
+                Some(path),
+                no_details(),
+            )
             .expect("a container process is a finding");
         let c = f.container.unwrap();
         assert_eq!(c.id.as_deref(), Some(id.as_str()));
@@ -180,12 +198,19 @@ mod tests {
             .decide(
                 &event(HOST_PID_NS),
                 &socket(),
+                Identity::Inode,
                 host_cgroup.clone(),
                 no_details()
             )
             .is_none());
         let f = decider(true)
-            .decide(&event(HOST_PID_NS), &socket(), host_cgroup, no_details())
+            .decide(
+                &event(HOST_PID_NS),
+                &socket(),
+                Identity::Inode,
+                host_cgroup,
+                no_details(),
+            )
             .unwrap();
         assert!(f.container.is_none());
     }
@@ -196,6 +221,7 @@ mod tests {
             .decide(
                 &event(HOST_PID_NS + 7),
                 &socket(),
+                Identity::Inode,
                 Some("/user.slice".into()),
                 no_details(),
             )

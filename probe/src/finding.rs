@@ -37,6 +37,10 @@ pub struct SocketInfo {
     pub inode: u64,
     /// `major:minor` of the file system holding the socket file.
     pub device: String,
+    /// How the socket was identified: `inode` (the kernel object itself) or `name` (an open
+    /// whose caller was gone before its path could be resolved, matched by file name the way
+    /// TRC-1019 does).
+    pub identity: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -180,6 +184,7 @@ pub(crate) fn sample() -> Finding {
             runtime: "docker".into(),
             inode: 4242,
             device: "0:25".into(),
+            identity: "inode",
         },
         requested_path: Some("/tmp/innocent.sock".into()),
         open_flags: None,
@@ -234,6 +239,7 @@ mod tests {
         assert_eq!(v["socket"]["hostPath"], "/run/docker.sock");
         assert_eq!(v["socket"]["runtime"], "docker");
         assert_eq!(v["socket"]["inode"], 4242);
+        assert_eq!(v["socket"]["identity"], "inode");
         assert_eq!(v["requestedPath"], "/tmp/innocent.sock");
         for field in ["pid", "tid", "ppid", "uid", "gid", "comm", "exe", "cmdline"] {
             assert!(v["process"].get(field).is_some(), "process.{field} missing");

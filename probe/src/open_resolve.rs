@@ -13,11 +13,14 @@ use std::{
 
 use crate::{
     event::SocketEvent,
+    procinfo,
     rootfs::{self, FileId},
 };
 
 const AT_FDCWD: i32 = -100;
 const MAX_CACHE: usize = 16_384;
+/// Bound on /proc entries looked at to find a sibling process.
+const MAX_PROC_SCAN: usize = 100_000;
 
 pub struct OpenResolver {
     proc_root: PathBuf,
@@ -47,9 +50,36 @@ impl OpenResolver {
                 }
                 Some(id)
             }
-            Err(_) if cacheable => self.cache.get(&(ev.mnt_ns, path.to_string())).copied(),
+            Err(_) if cacheable => self
+                .cache
+                .get(&(ev.mnt_ns, path.to_string()))
+                .copied()
+                .or_else(|| self.resolve_via_sibling(ev.mnt_ns, ev.pid, path)),
             Err(_) => None,
         }
+    }
+
+    /// The caller is gone: resolve through another live process in its mount namespace
+    /// (a container's shell or init often outlives the process that tried the open).
+    fn resolve_via_sibling(&self, mnt_ns: u32, gone_pid: u32, path: &str) -> Option<FileId> {
+        let entries = std::fs::read_dir(&self.proc_root).ok()?;
+        for entry in entries.flatten().take(MAX_PROC_SCAN) {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == gone_pid {
+                continue;
+            }
+            let dir = entry.path();
+            if procinfo::namespace_inum(&dir.join("ns/mnt")).ok() != Some(mnt_ns) {
+                continue;
+            }
+            if let Ok(id) = rootfs::resolve(&dir.join("root"), Path::new(path)) {
+                return Some(id);
+            }
+        }
+        None
     }
 
     fn resolve_live(&self, ev: &SocketEvent, path: &str) -> std::io::Result<FileId> {
@@ -158,6 +188,18 @@ mod tests {
         assert_eq!(r.resolve(&gone), Some(want));
         gone.mnt_ns = 2; // another mount namespace: the path may mean something else there
         assert_eq!(r.resolve(&gone), None);
+        // a path never resolved before, caller gone: another process in our mount namespace
+        // (the test harness's own) stands in for it
+        let other = dir.path().join("other.sock");
+        let _o = UnixListener::bind(&other).unwrap();
+        let mut gone = open_event(other.to_str().unwrap(), AT_FDCWD);
+        gone.mnt_ns = procinfo::namespace_inum(Path::new("/proc/self/ns/mnt")).unwrap();
+        gone.pid = u32::MAX - 1;
+        gone.tid = u32::MAX - 1;
+        assert_eq!(
+            r.resolve(&gone),
+            rootfs::resolve(Path::new("/"), &other).ok()
+        );
         assert_eq!(r.resolve(&open_event("/no/such/file", AT_FDCWD)), None);
     }
 }

@@ -8,7 +8,7 @@ use std::{
 
 use crate::{
     attribution::CgroupIndex,
-    decide::Decider,
+    decide::{Decider, Identity},
     event::{decode, Decoded, Operation, SocketEvent},
     metrics::Metrics,
     open_resolve::OpenResolver,
@@ -63,25 +63,39 @@ impl<W: Write> Pipeline<W> {
         }
     }
 
-    fn watched_socket(&mut self, ev: &SocketEvent) -> Option<ArmedSocket> {
+    /// The watched socket an event touched, and how it was identified.
+    fn watched_socket(&mut self, ev: &SocketEvent) -> Option<(ArmedSocket, Identity)> {
+        if ev.operation == Operation::Connect {
+            let armer = self.armer.lock().unwrap_or_else(|p| p.into_inner());
+            return armer
+                .lookup(ev.dev, ev.ino)
+                .cloned()
+                .map(|s| (s, Identity::Inode));
+        }
+        let resolved = self.opens.resolve(ev);
         let armer = self.armer.lock().unwrap_or_else(|p| p.into_inner());
-        match ev.operation {
-            Operation::Connect => armer.lookup(ev.dev, ev.ino).cloned(),
-            Operation::Open => {
-                drop(armer);
-                let Some(id) = self.opens.resolve(ev) else {
-                    self.metrics.open_unresolved.inc();
-                    return None;
-                };
-                let armer = self.armer.lock().unwrap_or_else(|p| p.into_inner());
-                armer.lookup(id.kernel_dev, id.ino).cloned()
+        match resolved {
+            Some(id) => armer
+                .lookup(id.kernel_dev, id.ino)
+                .cloned()
+                .map(|s| (s, Identity::Inode)),
+            None => {
+                self.metrics.open_unresolved.inc();
+                // Caller and its mount namespace gone: fall back to TRC-1019's own rule, the
+                // file name, and say so on the finding.
+                let name = ev.path.as_deref().and_then(|p| p.rsplit('/').next())?;
+                let by_name = armer.lookup_by_file_name(name).cloned();
+                if by_name.is_none() {
+                    tracing::debug!(path = ?ev.path, pid = ev.pid, "open target unresolvable; caller gone");
+                }
+                by_name.map(|s| (s, Identity::Name))
             }
         }
     }
 
     fn handle_socket_event(&mut self, ev: SocketEvent) -> bool {
         // An open of some other socket or FIFO, or a connect racing a disarm: not ours.
-        let Some(socket) = self.watched_socket(&ev) else {
+        let Some((socket, identity)) = self.watched_socket(&ev) else {
             return false;
         };
         self.metrics
@@ -90,7 +104,10 @@ impl<W: Write> Pipeline<W> {
             .inc();
         let cgroup_path = self.cgroups.path_of(ev.cgroup_id, ev.pid);
         let details = procinfo::read(&self.proc_root, ev.pid);
-        let Some(finding) = self.decider.decide(&ev, &socket, cgroup_path, details) else {
+        let Some(finding) = self
+            .decider
+            .decide(&ev, &socket, identity, cgroup_path, details)
+        else {
             return false;
         };
         let line = if self.json {

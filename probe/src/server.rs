@@ -67,7 +67,8 @@ mod tests {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(axum::serve(listener, router(health.clone())).into_future());
+        let app = router(health.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
         assert_eq!(get_status(addr, "/healthz").await.0, 200);
         assert_eq!(get_status(addr, "/readyz").await.0, 503);
         health.ready.store(true, Ordering::Release);

@@ -217,6 +217,16 @@ impl Armer {
     pub fn lookup(&self, kernel_dev: u64, ino: u64) -> Option<&ArmedSocket> {
         self.known.get(&(kernel_dev, ino))
     }
+
+    /// An armed socket whose configured path ends in `file_name` (e.g. `docker.sock`).
+    pub fn lookup_by_file_name(&self, file_name: &str) -> Option<&ArmedSocket> {
+        if file_name.is_empty() {
+            return None;
+        }
+        self.armed
+            .values()
+            .find(|s| s.host_path.file_name().is_some_and(|n| n == file_name))
+    }
 }
 
 #[cfg(test)]

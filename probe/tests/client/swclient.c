@@ -1,0 +1,106 @@
+#define _GNU_SOURCE
+/* swclient: the attacker (and decoy) the integration tests run inside containers.
+ *
+ *   swclient connect PATH        connect to a UNIX socket, send a Docker API request,
+ *                                print the first response line
+ *   swclient connect-fd PATH     open PATH with O_PATH, then connect via /proc/self/fd/N
+ *   swclient open PATH           open PATH O_RDWR (a socket file answers ENXIO)
+ *   swclient serve PATH          bind and listen at PATH (a decoy), accept forever
+ *   swclient decoy PATH          bind PATH, then connect to it ourselves and send
+ *   swclient touch-connect PATH  connect and close without sending a byte
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static const char REQUEST[] = "GET /v1.40/containers/json HTTP/1.0\r\nHost: docker\r\n\r\n";
+
+static int unix_connect(const char *path, int send_request) {
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    strncpy(addr.sun_path, path, sizeof(addr.sun_path) - 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+        printf("connect %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    if (send_request) {
+        if (write(fd, REQUEST, sizeof(REQUEST) - 1) < 0) {
+            printf("write: %s\n", strerror(errno));
+            return 1;
+        }
+        char buf[256] = {0};
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        if (n > 0) {
+            char *eol = strpbrk(buf, "\r\n");
+            if (eol) *eol = 0;
+            printf("%s\n", buf);
+        }
+    }
+    close(fd);
+    printf("connected %s\n", path);
+    return 0;
+}
+
+static int listen_at(const char *path) {
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    strncpy(addr.sun_path, path, sizeof(addr.sun_path) - 1);
+    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 || listen(fd, 16) != 0) {
+        printf("listen %s: %s\n", path, strerror(errno));
+        exit(1);
+    }
+    return fd;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) {
+        fprintf(stderr, "usage: swclient connect|connect-fd|open|serve|decoy|touch-connect PATH\n");
+        return 2;
+    }
+    const char *mode = argv[1], *path = argv[2];
+    if (!strcmp(mode, "connect")) return unix_connect(path, 1);
+    if (!strcmp(mode, "touch-connect")) return unix_connect(path, 0);
+    if (!strcmp(mode, "connect-fd")) {
+        int pfd = open(path, O_PATH);
+        if (pfd < 0) {
+            printf("open O_PATH %s: %s\n", path, strerror(errno));
+            return 1;
+        }
+        char proc_path[64];
+        snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", pfd);
+        return unix_connect(proc_path, 1);
+    }
+    if (!strcmp(mode, "open")) {
+        int fd = open(path, O_RDWR);
+        printf("open %s: %s\n", path, fd < 0 ? strerror(errno) : "ok");
+        return 0;
+    }
+    if (!strcmp(mode, "serve")) {
+        int fd = listen_at(path);
+        for (;;) {
+            int c = accept(fd, NULL, NULL);
+            if (c >= 0) close(c);
+        }
+    }
+    if (!strcmp(mode, "decoy")) {
+        int fd = listen_at(path);
+        int rc = unix_connect(path, 0);
+        int c = accept(fd, NULL, NULL);
+        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+        strncpy(addr.sun_path, path, sizeof(addr.sun_path) - 1);
+        int d = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (connect(d, (struct sockaddr *)&addr, sizeof(addr)) == 0)
+            rc |= write(d, REQUEST, sizeof(REQUEST) - 1) < 0;
+        printf("decoy %s done\n", path);
+        (void)c;
+        return rc;
+    }
+    fprintf(stderr, "unknown mode %s\n", mode);
+    return 2;
+}
