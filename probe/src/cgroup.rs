@@ -127,7 +127,9 @@ mod tests {
     #[test]
     fn table_of_real_world_cgroup_paths() {
         let uid_us = UID.replace('-', "_");
-        let cases: Vec<(String, Option<(&str, Option<&str>, Option<&str>)>)> = vec![
+        // (cgroup path, expected (container id, runtime, pod uid))
+        type Expected<'a> = Option<(&'a str, Option<&'a str>, Option<&'a str>)>;
+        let cases: Vec<(String, Expected)> = vec![
             // Docker, cgroupfs driver (v1 and v2 look alike)
             (format!("/docker/{ID}"), Some((ID, Some("docker"), None))),
             // Docker, systemd driver

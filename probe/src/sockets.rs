@@ -33,7 +33,7 @@ impl FromStr for SocketSpec {
             return Err(format!("socket path {path:?} must be absolute"));
         }
         let runtime = match runtime {
-            Some(r) if r.is_empty() => return Err(format!("empty runtime in {s:?}")),
+            Some("") => return Err(format!("empty runtime in {s:?}")),
             Some(r)
                 if !r
                     .bytes()

@@ -1,0 +1,121 @@
+//! The binary's behaviour at its edges: bad input, missing privileges, clean shutdown.
+mod common;
+
+use std::{os::unix::process::CommandExt, process::Command, time::Duration};
+
+fn probe() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sockwarden-probe"))
+}
+
+#[test]
+fn version_and_help_work_without_privileges() {
+    let out = probe().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("sockwarden-probe "));
+    let out = probe().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--socket",
+        "--host-root",
+        "--include-host",
+        "--detect-open",
+        "--format",
+        "--listen",
+        "--backend",
+    ] {
+        assert!(help.contains(flag), "run --help lacks {flag}");
+    }
+}
+
+#[test]
+fn malformed_socket_flag_is_refused_with_a_reason() {
+    let out = probe()
+        .args(["run", "--socket", "relative.sock"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be absolute"));
+}
+
+#[test]
+fn without_privileges_it_exits_nonzero_with_one_sentence() {
+    if unsafe { libc::geteuid() } != 0 {
+        // Already unprivileged: the check applies directly.
+        let out = probe().arg("run").output().unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("needs root"));
+        return;
+    }
+    let mut cmd = probe();
+    cmd.arg("run");
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+}
+
+#[test]
+fn missing_btf_is_named_with_the_fix() {
+    if !common::environment_ready() {
+        return;
+    }
+    let out = probe()
+        .args(["run", "--btf", "/nonexistent/vmlinux"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+}
+
+#[test]
+fn forcing_an_unavailable_backend_fails_clearly() {
+    if !common::environment_ready() {
+        return;
+    }
+    let out = probe().args(["run", "--backend", "lsm"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--backend lsm cannot run on this node"));
+}
+
+#[test]
+fn sigterm_detaches_and_exits_zero() {
+    if !common::environment_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let probe = common::Probe::start(&[], dir.path());
+    assert_eq!(
+        our_programs(),
+        1,
+        "the probe's connect program is attached while it runs"
+    );
+    let status = probe.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    // The kernel frees a program once nothing holds it: gone means detached.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while our_programs() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(our_programs(), 0, "programs left attached after SIGTERM");
+}
+
+/// Loaded eBPF programs named like the probe's connect hook.
+fn our_programs() -> usize {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str() == Some("sk_data_ready"))
+        .count()
+}

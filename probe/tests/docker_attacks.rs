@@ -1,0 +1,372 @@
+//! Real attacks from real Docker containers against a real Docker Engine, watched by the
+//! real probe with its eBPF programs attached. Needs root, BTF, dockerd (scripts/setup.sh).
+mod common;
+
+use std::{
+    path::PathBuf,
+    sync::{Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use common::{container_id, environment_ready, http_get, Docker, Probe};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Fixture {
+    docker: Docker,
+    probe: Probe,
+    dir: PathBuf,
+}
+
+static FIXTURE: Mutex<Option<Fixture>> = Mutex::new(None);
+
+/// The shared dockerd + probe; tests take turns (one restarts dockerd, one pauses the probe).
+fn fixture() -> Option<MutexGuard<'static, Option<Fixture>>> {
+    if !environment_ready() {
+        return None;
+    }
+    let mut guard = FIXTURE.lock().unwrap_or_else(|p| p.into_inner());
+    if guard.is_none() {
+        common::register_cleanup();
+        let dir = PathBuf::from(format!("/tmp/sw-it-{}", std::process::id()));
+        let docker = Docker::start(&dir);
+        docker.build_image();
+        let probe = Probe::start(
+            &[
+                "--no-default-sockets".into(),
+                "--socket".into(),
+                format!("{}=docker", docker.sock.display()),
+                "--socket".into(),
+                format!("{}=containerd", docker.containerd_sock().display()),
+                "--detect-open".into(),
+            ],
+            &dir,
+        );
+        *guard = Some(Fixture { docker, probe, dir });
+    }
+    Some(guard)
+}
+
+macro_rules! fixture_or_skip {
+    ($guard:ident, $f:ident) => {
+        let Some(mut $guard) = fixture() else { return };
+        #[allow(unused_mut)]
+        let $f = $guard.as_mut().unwrap();
+    };
+}
+
+fn sock_mount(f: &Fixture, inside: &str) -> String {
+    format!("{}:{inside}", f.docker.sock.display())
+}
+
+fn finding_for(f: &Fixture, id: &str, output: &str) -> Value {
+    f.probe
+        .wait_for(WAIT, |v| container_id(v) == Some(id))
+        .unwrap_or_else(|| {
+            panic!(
+                "no finding for container {id}; container said {output:?}\nprobe log:\n{}",
+                f.probe.log()
+            )
+        })
+}
+
+#[test]
+fn connect_at_the_usual_path_names_the_full_container_id() {
+    fixture_or_skip!(guard, f);
+    let (id, out) = f.docker.run(
+        &["-v", &sock_mount(f, "/var/run/docker.sock")],
+        &["/swclient", "connect", "/var/run/docker.sock"],
+    );
+    assert!(
+        out.contains("HTTP/1.0 200 OK"),
+        "the attack itself must work: {out}"
+    );
+    let v = finding_for(f, &id, &out);
+    assert_eq!(v["signature"]["id"], "TRC-1019");
+    assert_eq!(v["operation"], "connect");
+    assert_eq!(v["container"]["id"], id.as_str());
+    assert_eq!(v["container"]["runtime"], "docker");
+    assert_eq!(v["requestedPath"], "/var/run/docker.sock");
+    assert_eq!(v["socket"]["hostPath"], f.docker.sock.to_str().unwrap());
+    assert_eq!(v["socket"]["runtime"], "docker");
+    assert_eq!(v["socket"]["identity"], "inode");
+    assert_eq!(v["process"]["comm"], "swclient");
+    assert_eq!(v["backend"], "tracepoint");
+    assert_eq!(v["action"], "audit");
+    assert!(v["cgroup"]["path"].as_str().unwrap().contains(&id));
+    assert_ne!(v["namespaces"]["mnt"], 0);
+}
+
+#[test]
+fn connect_through_aliases_is_caught_by_socket_identity() {
+    fixture_or_skip!(guard, f);
+    let parent = format!("{}:/hostdir", f.dir.display());
+    let cases: Vec<(Vec<String>, Vec<&str>, &str)> = vec![
+        // a renamed bind mount
+        (
+            vec!["-v".into(), sock_mount(f, "/tmp/innocent.sock")],
+            vec!["/swclient", "connect", "/tmp/innocent.sock"],
+            "/tmp/innocent.sock",
+        ),
+        // the parent directory mounted
+        (
+            vec!["-v".into(), parent.clone()],
+            vec!["/swclient", "connect", "/hostdir/docker.sock"],
+            "/hostdir/docker.sock",
+        ),
+        // a symlink made inside the container
+        (
+            vec!["-v".into(), parent.clone()],
+            vec![
+                "sh",
+                "-c",
+                "ln -s /hostdir/docker.sock /tmp/x.sock && /swclient connect /tmp/x.sock",
+            ],
+            "/tmp/x.sock",
+        ),
+        // /proc/self/fd/N of an O_PATH descriptor
+        (
+            vec!["-v".into(), parent.clone()],
+            vec!["/swclient", "connect-fd", "/hostdir/docker.sock"],
+            "/proc/self/fd/3",
+        ),
+        // /proc/<pid>/root/...
+        (
+            vec!["-v".into(), parent.clone()],
+            vec![
+                "/swclient",
+                "connect",
+                "/proc/self/root/hostdir/docker.sock",
+            ],
+            "/proc/self/root/hostdir/docker.sock",
+        ),
+    ];
+    for (mounts, cmd, requested) in cases {
+        let mounts: Vec<&str> = mounts.iter().map(String::as_str).collect();
+        let (id, out) = f.docker.run(&mounts, &cmd);
+        assert!(
+            out.contains("200 OK"),
+            "{cmd:?}: the attack must reach the daemon: {out}"
+        );
+        let v = finding_for(f, &id, &out);
+        assert_eq!(v["requestedPath"], requested, "{cmd:?}");
+        assert_eq!(
+            v["socket"]["hostPath"],
+            f.docker.sock.to_str().unwrap(),
+            "{cmd:?}"
+        );
+    }
+}
+
+#[test]
+fn containers_own_socket_named_docker_sock_is_not_a_finding() {
+    fixture_or_skip!(guard, f);
+    // The decoy first, then (positive control, same container) the real socket.
+    let (id, out) = f.docker.run(
+        &["-v", &sock_mount(f, "/real.sock")],
+        &[
+            "sh",
+            "-c",
+            "/swclient decoy /var/run/docker.sock && /swclient connect /real.sock",
+        ],
+    );
+    assert!(out.contains("decoy /var/run/docker.sock done"), "{out}");
+    finding_for(f, &id, &out);
+    let all = f.probe.matching(|v| container_id(v) == Some(id.as_str()));
+    assert_eq!(all.len(), 1, "only the real socket counts: {all:#?}");
+    assert_eq!(all[0]["requestedPath"], "/real.sock");
+}
+
+#[test]
+fn open_with_write_intent_is_caught() {
+    fixture_or_skip!(guard, f);
+    // Renamed mount, caller's shell still alive: resolved exactly by inode.
+    let (id, out) = f.docker.run(
+        &["-v", &sock_mount(f, "/srv/api.sock")],
+        &["sh", "-c", "/swclient open /srv/api.sock; sleep 1"],
+    );
+    assert!(out.contains("No such device or address"), "{out}");
+    let v = f
+        .probe
+        .wait_for(WAIT, |v| {
+            container_id(v) == Some(id.as_str()) && v["operation"] == "open"
+        })
+        .unwrap_or_else(|| panic!("no open finding: {}", f.probe.log()));
+    assert_eq!(v["requestedPath"], "/srv/api.sock");
+    assert_eq!(v["socket"]["identity"], "inode");
+    assert_eq!(v["socket"]["hostPath"], f.docker.sock.to_str().unwrap());
+    assert_eq!(v["openFlags"], "O_RDWR");
+
+    // The opener is the container's only process and is gone at once: matched by name,
+    // like TRC-1019, and marked so.
+    let (id, out) = f.docker.run(
+        &["-v", &sock_mount(f, "/var/run/docker.sock")],
+        &["/swclient", "open", "/var/run/docker.sock"],
+    );
+    let v = f
+        .probe
+        .wait_for(WAIT, |v| {
+            container_id(v) == Some(id.as_str()) && v["operation"] == "open"
+        })
+        .unwrap_or_else(|| panic!("no open finding for a short-lived opener: {out}"));
+    assert!(["inode", "name"].contains(&v["socket"]["identity"].as_str().unwrap()));
+
+    // Read-only opens are not TRC-1019's write intent: nothing.
+    let (id, _) = f.docker.run(
+        &["-v", &sock_mount(f, "/var/run/docker.sock")],
+        &[
+            "sh",
+            "-c",
+            "cat /var/run/docker.sock; /swclient connect /var/run/docker.sock",
+        ],
+    );
+    f.probe
+        .wait_for(WAIT, |v| container_id(v) == Some(id.as_str()))
+        .expect("control finding");
+    let opens = f
+        .probe
+        .matching(|v| container_id(v) == Some(id.as_str()) && v["operation"] == "open");
+    assert!(opens.is_empty(), "read-only open reported: {opens:#?}");
+}
+
+#[test]
+fn host_process_is_not_a_finding() {
+    fixture_or_skip!(guard, f);
+    let alias = f
+        .dir
+        .join(format!("host-alias-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&alias);
+    std::os::unix::fs::symlink(&f.docker.sock, &alias).unwrap();
+    let client = f.dir.join("rootfs/swclient");
+    let out = std::process::Command::new(&client)
+        .args(["connect", alias.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("200 OK"));
+    // Positive control after it: events arrive in order, so once this one is here the host's
+    // would have been too.
+    let (id, out) = f.docker.run(
+        &["-v", &sock_mount(f, "/var/run/docker.sock")],
+        &["/swclient", "connect", "/var/run/docker.sock"],
+    );
+    finding_for(f, &id, &out);
+    let host = f
+        .probe
+        .matching(|v| v["requestedPath"] == alias.to_str().unwrap());
+    assert!(host.is_empty(), "host process reported: {host:#?}");
+}
+
+#[test]
+fn containerd_socket_connect_is_caught() {
+    fixture_or_skip!(guard, f);
+    let mount = format!(
+        "{}:/run/containerd/containerd.sock",
+        f.docker.containerd_sock().display()
+    );
+    let (id, out) = f.docker.run(
+        &["-v", &mount],
+        &["/swclient", "connect", "/run/containerd/containerd.sock"],
+    );
+    let v = finding_for(f, &id, &out);
+    assert_eq!(v["socket"]["runtime"], "containerd");
+    assert_eq!(
+        v["socket"]["hostPath"],
+        f.docker.containerd_sock().to_str().unwrap()
+    );
+}
+
+#[test]
+fn container_gone_before_the_probe_reads_is_still_attributed_exactly() {
+    fixture_or_skip!(guard, f);
+    // Pause the probe's user space: the container connects through an alias, exits and is
+    // removed (its processes and mount namespace gone) before the event is read.
+    let pid = f.probe.pid();
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let cidfile = f.dir.join("race.cid");
+    let _ = std::fs::remove_file(&cidfile);
+    let out = f.docker.cli(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--cidfile",
+        cidfile.to_str().unwrap(),
+        "-v",
+        &sock_mount(f, "/tmp/elsewhere.sock"),
+        common::IMAGE,
+        "/swclient",
+        "connect",
+        "/tmp/elsewhere.sock",
+    ]);
+    let id = std::fs::read_to_string(&cidfile)
+        .unwrap()
+        .trim()
+        .to_string();
+    let still_there = f.docker.cli(&["inspect", &id]).status.success();
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(String::from_utf8_lossy(&out.stdout).contains("200 OK"));
+    assert!(
+        !still_there,
+        "the container must be gone before the probe looks"
+    );
+    let v = finding_for(f, &id, "");
+    assert_eq!(v["requestedPath"], "/tmp/elsewhere.sock");
+    assert_eq!(v["socket"]["identity"], "inode");
+    assert_eq!(v["container"]["runtime"], "docker");
+}
+
+#[test]
+fn dockerd_restart_is_rearmed_and_still_detected() {
+    fixture_or_skip!(guard, f);
+    use std::os::unix::fs::MetadataExt;
+    let before = std::fs::metadata(&f.docker.sock).unwrap().ino();
+    f.docker.restart();
+    let after = std::fs::metadata(&f.docker.sock).unwrap().ino();
+    assert_ne!(before, after, "restart must recreate the socket");
+    // Re-armed within a second.
+    std::thread::sleep(Duration::from_millis(1000));
+    let (id, out) = f.docker.run(
+        &["-v", &sock_mount(f, "/var/run/docker.sock")],
+        &["/swclient", "connect", "/var/run/docker.sock"],
+    );
+    let v = finding_for(f, &id, &out);
+    assert_eq!(v["socket"]["inode"], after);
+}
+
+#[test]
+fn health_and_metrics_reflect_what_was_seen() {
+    fixture_or_skip!(guard, f);
+    let (id, out) = f.docker.run(
+        &["-v", &sock_mount(f, "/var/run/docker.sock")],
+        &["/swclient", "connect", "/var/run/docker.sock"],
+    );
+    finding_for(f, &id, &out);
+    assert_eq!(http_get(&f.probe.listen, "/healthz").unwrap().0, 200);
+    assert_eq!(http_get(&f.probe.listen, "/readyz").unwrap().0, 200);
+    let deadline = Instant::now() + WAIT;
+    let metrics = loop {
+        let (_, m) = http_get(&f.probe.listen, "/metrics").unwrap();
+        if m.contains("sockwarden_probe_sockets_armed 2") || Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        metrics.contains("sockwarden_probe_sockets_armed 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"sockwarden_probe_backend_info{backend="tracepoint"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"sockwarden_probe_findings_total{action="audit",operation="connect",runtime="docker"}"#), "{metrics}");
+    assert!(
+        metrics.contains("sockwarden_probe_ringbuf_drops_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sockwarden_probe_detection_latency_seconds_count"),
+        "{metrics}"
+    );
+}
