@@ -44,3 +44,8 @@ if ! command -v bpf-linker >/dev/null || [ "$(cat "$stamp" 2>/dev/null)" != "$ll
   echo "$llvm_name" >"$stamp"
 fi
 log "toolchain ready (bpf-linker for $llvm_name)"
+
+# --- tracefs: the probe attaches to tracepoints by name ---
+if [ ! -d /sys/kernel/tracing/events ] && [ ! -d /sys/kernel/debug/tracing/events ]; then
+  mount -t tracefs nodev /sys/kernel/tracing
+fi

@@ -144,7 +144,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {} for health and metrics", args.listen))?;
-    tracing::info!(listen = %args.listen, "serving /healthz, /readyz, /metrics");
+    let bound = listener.local_addr().unwrap_or(args.listen);
+    tracing::info!(listen = %bound, "serving /healthz, /readyz, /metrics");
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let health = Health {
         metrics: metrics.clone(),

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# README command 2: set up from nothing, then check and test everything, including real
+# attacks from real Docker containers under the real eBPF probe (needs root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --workspace --exclude probe-ebpf --locked
+bash scripts/smoke-standalone.sh
