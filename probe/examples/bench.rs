@@ -35,7 +35,7 @@ fn start_probe(args: &[&str]) -> Child {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(probe_bin())
+    let mut child = Command::new(probe_bin())
         .args(["run", "--format", "json", "--listen", &listen])
         .args(args)
         .stdout(Stdio::piped())
@@ -55,6 +55,8 @@ fn start_probe(args: &[&str]) -> Child {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("probe did not become ready");
 }
 
