@@ -1,0 +1,250 @@
+//! `DockerAbuseFinding`: one per offending (pod, container, socket, operation, executable),
+//! living in the pod's namespace; repeats bump `status.count` and `status.lastSeen`.
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// TRC-1019's metadata, carried on every finding.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureRef {
+    pub id: String,
+    pub version: String,
+    pub name: String,
+    pub event_name: String,
+    pub severity: u8,
+    pub category: String,
+    pub technique: String,
+    pub mitre_id: String,
+    pub external_id: String,
+}
+
+impl SignatureRef {
+    pub fn trc_1019() -> Self {
+        Self {
+            id: "TRC-1019".into(),
+            version: "1".into(),
+            name: "Docker socket abuse detected".into(),
+            event_name: "docker_abuse".into(),
+            severity: 2,
+            category: "privilege-escalation".into(),
+            technique: "Exploitation for Privilege Escalation".into(),
+            mitre_id: "attack-pattern--b21c3b2d-02e6-45b1-980b-e69051040839".into(),
+            external_id: "T1068".into(),
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FindingOperation {
+    Connect,
+    Open,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum FindingAction {
+    Audit,
+    Blocked,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct PodRef {
+    pub name: String,
+    pub uid: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ContainerRef {
+    pub name: String,
+    /// Full container id as the runtime knows it.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct WorkloadRef {
+    /// `Deployment`, `StatefulSet`, `DaemonSet`, `CronJob`, `Job`, `Pod`, ...
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SocketUse {
+    pub host_path: String,
+    pub runtime: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ProcessRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    pub comm: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    pub uid: u32,
+}
+
+/// A pod's container reached a container runtime's socket.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "sockwarden.io",
+    version = "v1alpha1",
+    kind = "DockerAbuseFinding",
+    plural = "dockerabusefindings",
+    shortname = "daf",
+    namespaced,
+    status = "DockerAbuseFindingStatus",
+    printcolumn = r#"{"name":"POD","type":"string","jsonPath":".spec.pod.name"}"#,
+    printcolumn = r#"{"name":"CONTAINER","type":"string","jsonPath":".spec.container.name"}"#,
+    printcolumn = r#"{"name":"SOCKET","type":"string","jsonPath":".spec.socket.hostPath"}"#,
+    printcolumn = r#"{"name":"OPERATION","type":"string","jsonPath":".spec.operation"}"#,
+    printcolumn = r#"{"name":"ACTION","type":"string","jsonPath":".spec.action"}"#,
+    printcolumn = r#"{"name":"COUNT","type":"integer","jsonPath":".status.count"}"#,
+    printcolumn = r#"{"name":"LAST SEEN","type":"date","jsonPath":".status.lastSeen"}"#,
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DockerAbuseFindingSpec {
+    pub signature: SignatureRef,
+    pub node: String,
+    pub pod: PodRef,
+    pub container: ContainerRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    pub operation: FindingOperation,
+    pub socket: SocketUse,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_path: Option<String>,
+    pub process: ProcessRef,
+    pub action: FindingAction,
+    /// The policy the finding was reported under (`default` when none matched).
+    pub policy: String,
+    #[schemars(range(min = 0, max = 3))]
+    pub severity: u8,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DockerAbuseFindingStatus {
+    pub count: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Time>,
+}
+
+/// The deterministic object name of the finding for one (pod uid, container, socket,
+/// operation, executable): the same key always writes the same object.
+pub fn finding_name(
+    pod_uid: &str,
+    container: &str,
+    socket_path: &str,
+    operation: FindingOperation,
+    exe: &str,
+) -> String {
+    // FNV-1a over the key fields, NUL-separated; 64 bits in hex, twice with different
+    // offsets for 128 bits so collisions are not a practical concern.
+    fn fnv(seed: u64, parts: &[&str]) -> u64 {
+        let mut h = seed;
+        for part in parts {
+            for b in part.bytes().chain(std::iter::once(0)) {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
+    let op = match operation {
+        FindingOperation::Connect => "connect",
+        FindingOperation::Open => "open",
+    };
+    let parts = [pod_uid, container, socket_path, op, exe];
+    format!(
+        "daf-{:016x}{:016x}",
+        fnv(0xcbf2_9ce4_8422_2325, &parts),
+        fnv(0x6c62_272e_07bb_0142, &parts)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finding_name_is_deterministic_valid_and_distinguishes_each_key_field() {
+        let base = finding_name(
+            "uid-1",
+            "app",
+            "/run/docker.sock",
+            FindingOperation::Connect,
+            "/bin/sh",
+        );
+        assert_eq!(
+            base,
+            finding_name(
+                "uid-1",
+                "app",
+                "/run/docker.sock",
+                FindingOperation::Connect,
+                "/bin/sh"
+            )
+        );
+        assert_eq!(base.len(), 36);
+        assert!(base
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        for other in [
+            finding_name(
+                "uid-2",
+                "app",
+                "/run/docker.sock",
+                FindingOperation::Connect,
+                "/bin/sh",
+            ),
+            finding_name(
+                "uid-1",
+                "side",
+                "/run/docker.sock",
+                FindingOperation::Connect,
+                "/bin/sh",
+            ),
+            finding_name(
+                "uid-1",
+                "app",
+                "/run/containerd/containerd.sock",
+                FindingOperation::Connect,
+                "/bin/sh",
+            ),
+            finding_name(
+                "uid-1",
+                "app",
+                "/run/docker.sock",
+                FindingOperation::Open,
+                "/bin/sh",
+            ),
+            finding_name(
+                "uid-1",
+                "app",
+                "/run/docker.sock",
+                FindingOperation::Connect,
+                "/usr/bin/curl",
+            ),
+            // field boundaries matter: ("ab","c") is not ("a","bc")
+            finding_name(
+                "uid-1",
+                "ap",
+                "p/run/docker.sock",
+                FindingOperation::Connect,
+                "/bin/sh",
+            ),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
+}

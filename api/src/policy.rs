@@ -1,0 +1,272 @@
+//! `DockerSocketPolicy`: what sockwarden watches, for which pods, and what it does.
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What a matching event leads to.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+pub enum Mode {
+    /// Report findings; never interfere.
+    #[default]
+    Audit,
+    /// Refuse the access where the node's backend can (accepted now; the probe audits until
+    /// enforcement ships).
+    Enforce,
+}
+
+/// A cluster-wide policy for runtime-socket access from pods.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "sockwarden.io",
+    version = "v1alpha1",
+    kind = "DockerSocketPolicy",
+    plural = "dockersocketpolicies",
+    shortname = "dsp",
+    status = "DockerSocketPolicyStatus",
+    printcolumn = r#"{"name":"MODE","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"ACCEPTED","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"READY","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"NODES","type":"string","jsonPath":".status.nodes.ready"}"#,
+    printcolumn = r#"{"name":"FINDINGS","type":"integer","jsonPath":".status.findings.total"}"#,
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DockerSocketPolicySpec {
+    /// `Audit` (default) reports; `Enforce` also refuses where the node can.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Which pods the policy covers; empty selects every pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<PolicySelector>,
+    /// Sockets to watch in addition to the probe's defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub sockets: Vec<SocketRef>,
+    /// Which operations count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operations: Option<Operations>,
+    /// Legitimate users of the socket (monitoring agents, CI runners).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub exemptions: Vec<Exemption>,
+    /// Severity on findings (TRC-1019's is 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3))]
+    pub severity: Option<u8>,
+    /// Retention of findings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub findings: Option<FindingsRetention>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+}
+
+/// A runtime socket on the node.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SocketRef {
+    /// Absolute host path of the socket.
+    #[schemars(regex(pattern = r"^/[^\x00]*$"), length(min = 2, max = 4096))]
+    pub path: String,
+    /// Which runtime serves it.
+    pub runtime: Runtime,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    Docker,
+    Containerd,
+    #[serde(rename = "cri-o")]
+    CriO,
+    Podman,
+    Buildkit,
+    Other,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Which operations count. TRC-1019 counts both, opens only with write intent.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.connect || self.open",
+    "message": "at least one of connect and open must be true"
+}]))]
+pub struct Operations {
+    #[serde(default = "yes")]
+    pub connect: bool,
+    #[serde(default = "yes")]
+    pub open: bool,
+    /// Count an open only with write flags (as TRC-1019 does).
+    #[serde(default = "yes")]
+    pub open_requires_write: bool,
+}
+
+impl Default for Operations {
+    fn default() -> Self {
+        Self {
+            connect: true,
+            open: true,
+            open_requires_write: true,
+        }
+    }
+}
+
+/// One exemption; a pod matching every field given is exempt.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.namespaces) || has(self.podSelector) || has(self.serviceAccounts) || has(self.images) || has(self.executables)",
+    "message": "an exemption must set at least one of namespaces, podSelector, serviceAccounts, images, executables"
+}]))]
+pub struct Exemption {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub namespaces: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+    /// `namespace/name`, or `name` in any namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub service_accounts: Option<Vec<String>>,
+    /// Image reference globs, e.g. `docker.io/datadog/agent:*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub images: Option<Vec<String>>,
+    /// Executable path globs, e.g. `/usr/bin/cadvisor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub executables: Option<Vec<String>>,
+}
+
+/// How long findings are kept and how many per namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FindingsRetention {
+    /// Keep a finding this long after it was last seen: a number and a unit (`s`, `m`, `h`,
+    /// `d`), e.g. `7d`, `36h`, `1h30m`.
+    #[serde(default = "default_ttl")]
+    #[schemars(regex(pattern = r"^([0-9]{1,9}(s|m|h|d))+$"))]
+    pub ttl: String,
+    /// Most findings kept per namespace; the oldest go first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_per_namespace: Option<u32>,
+}
+
+fn default_ttl() -> String {
+    "7d".into()
+}
+
+impl Default for FindingsRetention {
+    fn default() -> Self {
+        Self {
+            ttl: default_ttl(),
+            max_per_namespace: None,
+        }
+    }
+}
+
+/// Parses a retention duration (`7d`, `1h30m`) into seconds; `None` when malformed or zero.
+pub fn parse_ttl(s: &str) -> Option<u64> {
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return None,
+        };
+        let n: u64 = digits.parse().ok()?;
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        digits.clear();
+    }
+    (digits.is_empty() && total > 0).then_some(total)
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DockerSocketPolicyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted`, `Ready`, `Degraded`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<NodeCoverage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub findings: Option<FindingsRollup>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct NodeCoverage {
+    pub desired: i32,
+    pub ready: i32,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FindingsRollup {
+    pub total: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Time>,
+}
+
+/// Condition types.
+pub mod condition {
+    pub const ACCEPTED: &str = "Accepted";
+    pub const READY: &str = "Ready";
+    pub const DEGRADED: &str = "Degraded";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_parsing_accepts_units_and_refuses_junk() {
+        assert_eq!(parse_ttl("7d"), Some(7 * 86_400));
+        assert_eq!(parse_ttl("1h30m"), Some(5400));
+        assert_eq!(parse_ttl("45s"), Some(45));
+        for bad in [
+            "",
+            "7",
+            "d",
+            "-1h",
+            "1y",
+            "0s",
+            "1h-",
+            "99999999999999999999d",
+        ] {
+            assert_eq!(parse_ttl(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_audit_both_operations_write_only_opens_and_seven_days() {
+        let spec: DockerSocketPolicySpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(spec.mode, Mode::Audit);
+        let ops: Operations = serde_json::from_str("{}").unwrap();
+        assert!(ops.connect && ops.open && ops.open_requires_write);
+        let r: FindingsRetention = serde_json::from_str("{}").unwrap();
+        assert_eq!(r.ttl, "7d");
+    }
+}
