@@ -45,6 +45,12 @@ if ! command -v bpf-linker >/dev/null || [ "$(cat "$stamp" 2>/dev/null)" != "$ll
 fi
 log "toolchain ready (bpf-linker for $llvm_name)"
 
+# --- kubernetes-validate: offline schema checks of the CRDs and manifests ---
+if ! python3 -m pip show kubernetes-validate 2>/dev/null | grep -q '^Version: 1.37.0$'; then
+  log "installing kubernetes-validate from PyPI"
+  python3 -m pip install -q --root-user-action=ignore kubernetes-validate==1.37.0
+fi
+
 # --- tracefs: the probe attaches to tracepoints by name ---
 if [ ! -d /sys/kernel/tracing/events ] && [ ! -d /sys/kernel/debug/tracing/events ]; then
   mount -t tracefs nodev /sys/kernel/tracing

@@ -7,4 +7,6 @@ bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --workspace --exclude probe-ebpf --locked
+# The committed CRDs against the Kubernetes apiextensions schema (strict: no unknown fields).
+kubernetes-validate --strict crds/*.yaml
 bash scripts/smoke-standalone.sh

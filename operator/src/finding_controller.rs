@@ -1,0 +1,444 @@
+//! Reconciles `DockerAbuseFinding` objects: publishes a Warning Event on the offending Pod
+//! and on the policy when a finding appears or its count grows (the Recorder folds repeats
+//! into one Event series), deletes findings past their policy's TTL or beyond its
+//! per-namespace limit, and keeps the findings gauge current.
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use api::{parse_ttl, DockerAbuseFinding, DockerSocketPolicy, FindingAction, FindingOperation};
+use k8s_openapi::{
+    api::core::v1::ObjectReference,
+    jiff::{SignedDuration, Timestamp},
+};
+use kube::{
+    api::DeleteParams,
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+        reflector::ObjectRef,
+    },
+    Api, Resource, ResourceExt,
+};
+
+use crate::{
+    context::{Context, Error},
+    policy_controller::{retry_after, truncate},
+};
+
+pub const DEFAULT_TTL_SECS: u64 = 7 * 86_400;
+/// Findings last seen this long before the operator started still get Events on start-up.
+const STARTUP_GRACE: SignedDuration = SignedDuration::from_mins(5);
+const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+
+pub async fn reconcile(
+    finding: Arc<DockerAbuseFinding>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let timer = ctx
+        .metrics
+        .reconcile_duration
+        .with_label_values(&["finding"])
+        .start_timer();
+    ctx.metrics.reconciles.with_label_values(&["finding"]).inc();
+    let result = reconcile_inner(&finding, &ctx).await;
+    refresh_gauge(&ctx);
+    timer.observe_duration();
+    result
+}
+
+fn last_seen(f: &DockerAbuseFinding) -> Timestamp {
+    f.status
+        .as_ref()
+        .and_then(|s| s.last_seen.as_ref())
+        .map(|t| t.0)
+        .or_else(|| f.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or_else(Timestamp::now)
+}
+
+async fn reconcile_inner(finding: &DockerAbuseFinding, ctx: &Context) -> Result<Action, Error> {
+    let namespace = finding.namespace().unwrap_or_default();
+    let name = finding.name_any();
+    let api: Api<DockerAbuseFinding> = Api::namespaced(ctx.client.clone(), &namespace);
+    let policy = ctx
+        .policies
+        .get(&ObjectRef::<DockerSocketPolicy>::new(&finding.spec.policy));
+    let retention = policy.as_ref().and_then(|p| p.spec.findings.clone());
+    let ttl = retention
+        .as_ref()
+        .and_then(|r| parse_ttl(&r.ttl))
+        .unwrap_or(DEFAULT_TTL_SECS);
+    let now = Timestamp::now();
+    let expires = last_seen(finding) + SignedDuration::from_secs(ttl as i64);
+    if now >= expires {
+        tracing::info!(%namespace, %name, "deleting finding past its TTL");
+        delete(&api, &name, ctx, "ttl").await?;
+        return Ok(Action::await_change());
+    }
+    if let Some(max) = retention.and_then(|r| r.max_per_namespace) {
+        if beyond_limit(ctx, finding, max as usize) {
+            tracing::info!(%namespace, %name, max, "deleting finding beyond the per-namespace limit");
+            delete(&api, &name, ctx, "limit").await?;
+            return Ok(Action::await_change());
+        }
+    }
+    publish_events(finding, policy.as_deref(), ctx).await?;
+    let until_expiry = expires.duration_since(now).unsigned_abs();
+    Ok(Action::requeue(until_expiry.min(MAX_REQUEUE)))
+}
+
+async fn delete(
+    api: &Api<DockerAbuseFinding>,
+    name: &str,
+    ctx: &Context,
+    reason: &str,
+) -> Result<(), Error> {
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {} // already gone
+        Err(e) => return Err(e.into()),
+    }
+    ctx.metrics
+        .findings_deleted
+        .with_label_values(&[reason])
+        .inc();
+    Ok(())
+}
+
+/// Whether this finding is among the oldest beyond `max` in its namespace and policy.
+fn beyond_limit(ctx: &Context, finding: &DockerAbuseFinding, max: usize) -> bool {
+    let mut siblings: Vec<(Timestamp, String)> = ctx
+        .findings
+        .state()
+        .iter()
+        .filter(|f| f.namespace() == finding.namespace() && f.spec.policy == finding.spec.policy)
+        .map(|f| (last_seen(f), f.name_any()))
+        .collect();
+    siblings.sort_by(|a, b| b.cmp(a)); // newest first
+    siblings
+        .iter()
+        .position(|(_, n)| *n == finding.name_any())
+        .is_some_and(|i| i >= max)
+}
+
+fn describe(f: &DockerAbuseFinding) -> String {
+    let op = match f.spec.operation {
+        FindingOperation::Connect => "connected to",
+        FindingOperation::Open => "opened",
+    };
+    let verb = match f.spec.action {
+        FindingAction::Audit => "",
+        FindingAction::Blocked => " (blocked)",
+    };
+    let process = f
+        .spec
+        .process
+        .exe
+        .clone()
+        .unwrap_or_else(|| f.spec.process.comm.clone());
+    let count = f.status.as_ref().map_or(1, |s| s.count);
+    truncate(
+        &format!(
+            "container {} of pod {}/{} (process {process}, uid {}) {op} the {} socket {}{verb}; seen {count} time(s); finding {}",
+            f.spec.container.name,
+            f.namespace().unwrap_or_default(),
+            f.spec.pod.name,
+            f.spec.process.uid,
+            f.spec.socket.runtime,
+            f.spec.socket.host_path,
+            f.name_any(),
+        ),
+        1000,
+    )
+}
+
+async fn publish_events(
+    finding: &DockerAbuseFinding,
+    policy: Option<&DockerSocketPolicy>,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let uid = finding.uid().unwrap_or_else(|| finding.name_any());
+    let count = finding.status.as_ref().map_or(1, |s| s.count);
+    let previous = ctx
+        .evented
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&uid)
+        .copied();
+    let due = match previous {
+        Some(seen) => count > seen,
+        // First sight: publish unless it is old news from before this operator started.
+        None => last_seen(finding) >= ctx.started - STARTUP_GRACE,
+    };
+    if due {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "DockerSocketAbuse".into(),
+            note: Some(describe(finding)),
+            action: match finding.spec.action {
+                FindingAction::Audit => "Detected".into(),
+                FindingAction::Blocked => "Blocked".into(),
+            },
+            secondary: None,
+        };
+        let pod = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(finding.spec.pod.name.clone()),
+            namespace: finding.namespace(),
+            uid: Some(finding.spec.pod.uid.clone()),
+            ..Default::default()
+        };
+        ctx.recorder.publish(&event, &pod).await?;
+        if let Some(policy) = policy {
+            ctx.recorder
+                .publish(&event, &policy.object_ref(&()))
+                .await?;
+        }
+    }
+    ctx.evented
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(uid, count);
+    Ok(())
+}
+
+/// Recomputes the findings gauge from the cache.
+fn refresh_gauge(ctx: &Context) {
+    let mut sums: HashMap<(String, &'static str, &'static str), i64> = HashMap::new();
+    for f in ctx.findings.state() {
+        let op = match f.spec.operation {
+            FindingOperation::Connect => "connect",
+            FindingOperation::Open => "open",
+        };
+        let action = match f.spec.action {
+            FindingAction::Audit => "Audit",
+            FindingAction::Blocked => "Blocked",
+        };
+        *sums
+            .entry((f.namespace().unwrap_or_default(), op, action))
+            .or_default() += f.status.as_ref().map_or(1, |s| s.count);
+    }
+    ctx.metrics.findings.reset();
+    for ((ns, op, action), n) in sums {
+        ctx.metrics
+            .findings
+            .with_label_values(&[&ns, op, action])
+            .set(n);
+    }
+}
+
+pub fn error_policy(_finding: Arc<DockerAbuseFinding>, error: &Error, ctx: Arc<Context>) -> Action {
+    retry_after("finding", error, &ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::harness;
+    use api::DockerAbuseFindingSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
+
+    fn finding(name: &str, policy: &str, count: i64, last_seen: Timestamp) -> DockerAbuseFinding {
+        let spec: DockerAbuseFindingSpec = serde_json::from_value(json!({
+            "signature": api::SignatureRef::trc_1019(), "node": "n1",
+            "pod": {"name": "web-1", "uid": "pod-uid-1"}, "container": {"name": "app", "id": "c1", "image": "nginx"},
+            "operation": "connect", "socket": {"hostPath": "/run/docker.sock", "runtime": "docker"},
+            "process": {"exe": "/usr/bin/curl", "comm": "curl", "uid": 0}, "action": "Audit", "policy": policy, "severity": 2
+        }))
+        .unwrap();
+        let mut f = DockerAbuseFinding::new(name, spec);
+        f.metadata.namespace = Some("shop".into());
+        f.metadata.uid = Some(format!("uid-{name}"));
+        f.status = Some(api::DockerAbuseFindingStatus {
+            count,
+            first_seen: None,
+            last_seen: Some(Time(last_seen)),
+        });
+        f
+    }
+
+    fn policy(name: &str, findings: serde_json::Value) -> DockerSocketPolicy {
+        DockerSocketPolicy::new(
+            name,
+            serde_json::from_value(json!({"findings": findings})).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn new_finding_publishes_warning_events_on_the_pod_and_the_policy_once_per_increase() {
+        let mut h = harness();
+        h.add_policy(&policy("audit-all", json!({"ttl": "10m"})));
+        let f = finding("daf-1", "audit-all", 3, Timestamp::now());
+        h.add_finding(&f);
+        let (ctx, mut api) = (h.ctx.clone(), h.api);
+        let verifier = tokio::spawn(async move {
+            let call = api
+                .expect("POST", "/apis/events.k8s.io/v1/namespaces/shop/events")
+                .await;
+            assert_eq!(call.body["type"], "Warning");
+            assert_eq!(call.body["reason"], "DockerSocketAbuse");
+            assert_eq!(call.body["regarding"]["kind"], "Pod");
+            assert_eq!(call.body["regarding"]["name"], "web-1");
+            assert_eq!(call.body["regarding"]["uid"], "pod-uid-1");
+            let note = call.body["note"].as_str().unwrap();
+            for part in [
+                "container app",
+                "shop/web-1",
+                "/usr/bin/curl",
+                "/run/docker.sock",
+                "3 time(s)",
+            ] {
+                assert!(note.contains(part), "note lacks {part:?}: {note}");
+            }
+            call.echo();
+            let call = api
+                .expect("POST", "/apis/events.k8s.io/v1/namespaces/default/events")
+                .await;
+            assert_eq!(call.body["regarding"]["kind"], "DockerSocketPolicy");
+            assert_eq!(call.body["regarding"]["name"], "audit-all");
+            call.echo();
+            api.expect_silence().await; // the same count again: nothing
+                                        // count grew: the pod's Event is published again (as a series)
+            let call = api.next_any().await;
+            assert!(call.uri.contains("/namespaces/shop/events"), "{}", call.uri);
+            call.echo();
+            let call = api.next_any().await;
+            assert!(
+                call.uri.contains("/namespaces/default/events"),
+                "{}",
+                call.uri
+            );
+            call.echo();
+        });
+        let action = reconcile(Arc::new(f.clone()), ctx.clone()).await.unwrap();
+        let Some(requeue) = action_requeue(&action) else {
+            panic!("{action:?}")
+        };
+        assert!(
+            requeue <= Duration::from_secs(600) && requeue > Duration::from_secs(590),
+            "requeue at expiry: {requeue:?}"
+        );
+        reconcile(Arc::new(f.clone()), ctx.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let grown = finding("daf-1", "audit-all", 4, Timestamp::now());
+        reconcile(Arc::new(grown), ctx.clone()).await.unwrap();
+        verifier.await.unwrap();
+        assert!(ctx.metrics.render().contains(
+            r#"sockwarden_operator_findings{action="Audit",namespace="shop",operation="connect"} 3"#
+        ));
+    }
+
+    #[tokio::test]
+    async fn long_ttls_requeue_at_most_hourly() {
+        let mut h = harness();
+        h.add_policy(&policy("long", json!({"ttl": "30d"})));
+        // last seen before the operator started: no Events, just the requeue
+        let f = finding(
+            "daf-l",
+            "long",
+            1,
+            Timestamp::now() - SignedDuration::from_hours(1),
+        );
+        let (ctx, mut api) = (h.ctx.clone(), h.api);
+        let verifier = tokio::spawn(async move { api.expect_silence().await });
+        let action = reconcile(Arc::new(f), ctx).await.unwrap();
+        assert_eq!(action, Action::requeue(MAX_REQUEUE));
+        verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn finding_past_its_ttl_is_deleted_without_events() {
+        let mut h = harness();
+        h.add_policy(&policy("short", json!({"ttl": "1h"})));
+        let f = finding(
+            "daf-old",
+            "short",
+            1,
+            Timestamp::now() - SignedDuration::from_hours(2),
+        );
+        let (ctx, mut api) = (h.ctx.clone(), h.api);
+        let verifier = tokio::spawn(async move {
+            let call = api
+                .expect(
+                    "DELETE",
+                    "/apis/sockwarden.io/v1alpha1/namespaces/shop/dockerabusefindings/daf-old",
+                )
+                .await;
+            call.reply(
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            );
+            api.expect_silence().await;
+        });
+        assert_eq!(
+            reconcile(Arc::new(f), ctx.clone()).await.unwrap(),
+            Action::await_change()
+        );
+        verifier.await.unwrap();
+        assert!(ctx
+            .metrics
+            .render()
+            .contains(r#"sockwarden_operator_findings_deleted_total{reason="ttl"} 1"#));
+    }
+
+    #[tokio::test]
+    async fn without_a_policy_the_default_ttl_of_seven_days_applies() {
+        let h = harness();
+        let f = finding(
+            "daf-x",
+            "default",
+            1,
+            Timestamp::now() - SignedDuration::from_hours(24 * 8),
+        );
+        let (ctx, mut api) = (h.ctx.clone(), h.api);
+        let verifier = tokio::spawn(async move {
+            api.expect("DELETE", "/dockerabusefindings/daf-x")
+                .await
+                .reply(404, crate::testing::status_error(404, "NotFound"));
+        });
+        reconcile(Arc::new(f), ctx)
+            .await
+            .expect("already gone is fine");
+        verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn oldest_findings_beyond_the_namespace_limit_are_deleted() {
+        let mut h = harness();
+        h.add_policy(&policy(
+            "capped",
+            json!({"ttl": "7d", "maxPerNamespace": 2}),
+        ));
+        let now = Timestamp::now();
+        let newest = finding("daf-a", "capped", 1, now);
+        let middle = finding("daf-b", "capped", 1, now - SignedDuration::from_mins(5));
+        let oldest = finding("daf-c", "capped", 1, now - SignedDuration::from_mins(10));
+        for f in [&newest, &middle, &oldest] {
+            h.add_finding(f);
+        }
+        let (ctx, mut api) = (h.ctx.clone(), h.api);
+        let verifier = tokio::spawn(async move {
+            api.expect("DELETE", "/dockerabusefindings/daf-c")
+                .await
+                .reply(
+                    200,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                );
+        });
+        reconcile(Arc::new(oldest), ctx).await.unwrap();
+        verifier.await.unwrap();
+    }
+
+    fn action_requeue(a: &Action) -> Option<Duration> {
+        // Action has no accessor; its Debug form carries the duration.
+        let text = format!("{a:?}");
+        let secs: f64 = text
+            .split("Some(")
+            .nth(1)?
+            .split("s)")
+            .next()?
+            .parse()
+            .ok()?;
+        Some(Duration::from_secs_f64(secs))
+    }
+}

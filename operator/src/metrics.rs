@@ -1,0 +1,83 @@
+//! The operator's Prometheus metrics (prefix `sockwarden_operator_`).
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: IntCounterVec,
+    pub reconcile_errors: IntCounterVec,
+    pub reconcile_duration: HistogramVec,
+    /// Sum of finding counts by namespace, operation and action (from the findings cache).
+    pub findings: IntGaugeVec,
+    pub findings_deleted: IntCounterVec,
+    pub leader: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(
+            Opts::new(
+                "sockwarden_operator_reconciles_total",
+                "Reconciles run, by controller",
+            ),
+            &["controller"],
+        )?;
+        let reconcile_errors = IntCounterVec::new(
+            Opts::new(
+                "sockwarden_operator_reconcile_errors_total",
+                "Reconciles that failed, by controller and error",
+            ),
+            &["controller", "error"],
+        )?;
+        let reconcile_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sockwarden_operator_reconcile_duration_seconds",
+                "Reconcile duration",
+            )
+            .buckets(vec![0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            &["controller"],
+        )?;
+        let findings = IntGaugeVec::new(
+            Opts::new(
+                "sockwarden_operator_findings",
+                "Findings (sum of counts) by namespace, operation and action",
+            ),
+            &["namespace", "operation", "action"],
+        )?;
+        let findings_deleted = IntCounterVec::new(
+            Opts::new(
+                "sockwarden_operator_findings_deleted_total",
+                "Findings deleted, by reason (ttl, limit)",
+            ),
+            &["reason"],
+        )?;
+        let leader = IntGauge::new(
+            "sockwarden_operator_leader",
+            "1 while this replica holds the leader lease",
+        )?;
+        registry.register(Box::new(reconciles.clone()))?;
+        registry.register(Box::new(reconcile_errors.clone()))?;
+        registry.register(Box::new(reconcile_duration.clone()))?;
+        registry.register(Box::new(findings.clone()))?;
+        registry.register(Box::new(findings_deleted.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
+        Ok(Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            findings,
+            findings_deleted,
+            leader,
+        })
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

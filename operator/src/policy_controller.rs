@@ -1,0 +1,488 @@
+//! Reconciles `DockerSocketPolicy` objects: validates them, keeps the probe DaemonSet in line
+//! with every accepted policy, and reports `Accepted`/`Ready`/`Degraded`, node coverage and a
+//! findings roll-up in the policy's status.
+use std::{sync::Arc, time::Duration};
+
+use api::{
+    condition::{ACCEPTED, DEGRADED, READY},
+    DockerSocketPolicy, DockerSocketPolicyStatus, FindingsRollup, Mode, NodeCoverage,
+};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use kube::{
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+    },
+    Api, Resource, ResourceExt,
+};
+use serde_json::json;
+
+use crate::{
+    conditions::condition,
+    context::{Context, Error, MANAGER},
+    daemonset::{probe_daemonset, NAME},
+    validate::validate,
+};
+
+const HEALTHY_REQUEUE: Duration = Duration::from_secs(60);
+const DEGRADED_REQUEUE: Duration = Duration::from_secs(15);
+
+pub async fn reconcile(
+    policy: Arc<DockerSocketPolicy>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let timer = ctx
+        .metrics
+        .reconcile_duration
+        .with_label_values(&["policy"])
+        .start_timer();
+    ctx.metrics.reconciles.with_label_values(&["policy"]).inc();
+    let result = reconcile_inner(&policy, &ctx).await;
+    timer.observe_duration();
+    result
+}
+
+async fn reconcile_inner(policy: &DockerSocketPolicy, ctx: &Context) -> Result<Action, Error> {
+    let name = policy.name_any();
+    let generation = policy.meta().generation;
+    let previous = policy
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let policies: Api<DockerSocketPolicy> = Api::all(ctx.client.clone());
+    let findings = rollup(ctx, &name);
+
+    let problems = validate(&policy.spec);
+    if !problems.is_empty() {
+        let message = problems.join("; ");
+        tracing::warn!(policy = %name, %message, "policy refused");
+        let status = DockerSocketPolicyStatus {
+            observed_generation: generation,
+            conditions: vec![
+                condition(
+                    ACCEPTED,
+                    false,
+                    "InvalidSpec",
+                    message.clone(),
+                    generation,
+                    &previous,
+                ),
+                condition(
+                    READY,
+                    false,
+                    "NotAccepted",
+                    "the policy is not applied until it is valid",
+                    generation,
+                    &previous,
+                ),
+                condition(DEGRADED, false, "NotAccepted", "", generation, &previous),
+            ],
+            nodes: policy.status.as_ref().and_then(|s| s.nodes.clone()),
+            findings,
+        };
+        patch_status(&policies, &name, &status).await?;
+        ctx.recorder
+            .publish(
+                &Event {
+                    type_: EventType::Warning,
+                    reason: "InvalidPolicy".into(),
+                    note: Some(truncate(&message, 1000)),
+                    action: "Validate".into(),
+                    secondary: None,
+                },
+                &policy.object_ref(&()),
+            )
+            .await?;
+        // Nothing changes until the policy does: no requeue, no hot loop.
+        return Ok(Action::await_change());
+    }
+
+    // One DaemonSet carries every accepted policy's extra sockets.
+    let mut accepted: Vec<Arc<DockerSocketPolicy>> = ctx
+        .policies
+        .state()
+        .into_iter()
+        .filter(|p| p.name_any() != name && validate(&p.spec).is_empty())
+        .collect();
+    accepted.push(Arc::new(policy.clone()));
+    accepted.sort_by_key(|p| p.name_any());
+    let refs: Vec<&DockerSocketPolicy> = accepted.iter().map(|p| p.as_ref()).collect();
+    let ds = probe_daemonset(&ctx.settings, &refs);
+    let daemonsets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    let applied = daemonsets
+        .patch(
+            NAME,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&ds),
+        )
+        .await?;
+    let ds_status = applied.status.unwrap_or_default();
+    let (desired, ready) = (ds_status.desired_number_scheduled, ds_status.number_ready);
+
+    let accepted_message = match policy.spec.mode {
+        Mode::Audit => "policy applied in Audit mode".to_string(),
+        Mode::Enforce => "Enforce accepted; this probe version reports (audits) only, blocking ships with the enforcing backends".to_string(),
+    };
+    let all_ready = desired > 0 && ready >= desired;
+    let ready_reason = if desired == 0 {
+        "NoNodes"
+    } else if all_ready {
+        "AllNodesReady"
+    } else {
+        "NodesNotReady"
+    };
+    let coverage = format!("{ready} of {desired} nodes run a ready probe");
+    let degraded = ready < desired;
+    let status = DockerSocketPolicyStatus {
+        observed_generation: generation,
+        conditions: vec![
+            condition(
+                ACCEPTED,
+                true,
+                "Valid",
+                accepted_message,
+                generation,
+                &previous,
+            ),
+            condition(
+                READY,
+                all_ready,
+                ready_reason,
+                coverage.clone(),
+                generation,
+                &previous,
+            ),
+            condition(
+                DEGRADED,
+                degraded,
+                if degraded {
+                    "NodesNotCovered"
+                } else {
+                    "AllNodesCovered"
+                },
+                if degraded {
+                    format!("{} nodes are not covered: {coverage}", desired - ready)
+                } else {
+                    coverage
+                },
+                generation,
+                &previous,
+            ),
+        ],
+        nodes: Some(NodeCoverage { desired, ready }),
+        findings,
+    };
+    patch_status(&policies, &name, &status).await?;
+    Ok(Action::requeue(if degraded {
+        DEGRADED_REQUEUE
+    } else {
+        HEALTHY_REQUEUE
+    }))
+}
+
+/// Findings reported under this policy, from the findings cache.
+fn rollup(ctx: &Context, policy: &str) -> Option<FindingsRollup> {
+    let mut total = 0;
+    let mut last_seen = None;
+    for f in ctx
+        .findings
+        .state()
+        .iter()
+        .filter(|f| f.spec.policy == policy)
+    {
+        let status = f.status.clone().unwrap_or_default();
+        total += status.count;
+        if status.last_seen > last_seen {
+            last_seen = status.last_seen;
+        }
+    }
+    Some(FindingsRollup { total, last_seen })
+}
+
+async fn patch_status(
+    api: &Api<DockerSocketPolicy>,
+    name: &str,
+    status: &DockerSocketPolicyStatus,
+) -> Result<(), Error> {
+    let body = json!({
+        "apiVersion": "sockwarden.io/v1alpha1",
+        "kind": "DockerSocketPolicy",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Transient errors (conflicts, throttling, server errors, timeouts) retry soon; the rest
+/// later. Nothing is fatal.
+pub fn retry_after(controller: &str, error: &Error, ctx: &Context) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[controller, &error.kind()])
+        .inc();
+    tracing::warn!(controller, %error, "reconcile failed; will retry");
+    match error {
+        Error::Kube(kube::Error::Api(s)) if s.code == 409 || s.code == 429 || s.code >= 500 => {
+            Action::requeue(Duration::from_secs(2))
+        }
+        _ => Action::requeue(Duration::from_secs(30)),
+    }
+}
+
+pub fn error_policy(_policy: Arc<DockerSocketPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    retry_after("policy", error, &ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{harness, status_error, Call};
+    use api::{DockerAbuseFinding, DockerAbuseFindingSpec};
+    use serde_json::Value;
+
+    fn policy(name: &str, spec: Value) -> DockerSocketPolicy {
+        let mut p = DockerSocketPolicy::new(name, serde_json::from_value(spec).unwrap());
+        p.metadata.generation = Some(3);
+        p.metadata.uid = Some(format!("uid-{name}"));
+        p
+    }
+
+    fn finding(name: &str, policy: &str, count: i64) -> DockerAbuseFinding {
+        let spec: DockerAbuseFindingSpec = serde_json::from_value(json!({
+            "signature": api::SignatureRef::trc_1019(), "node": "n1",
+            "pod": {"name": "web-1", "uid": "pod-uid"}, "container": {"name": "app", "id": "c1"},
+            "operation": "connect", "socket": {"hostPath": "/run/docker.sock", "runtime": "docker"},
+            "process": {"comm": "curl", "uid": 0}, "action": "Audit", "policy": policy, "severity": 2
+        }))
+        .unwrap();
+        let mut f = DockerAbuseFinding::new(name, spec);
+        f.metadata.namespace = Some("shop".into());
+        f.status = Some(api::DockerAbuseFindingStatus {
+            count,
+            first_seen: None,
+            last_seen: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            )),
+        });
+        f
+    }
+
+    fn with_ds_status(call: Call, desired: i32, ready: i32) {
+        let mut ds = call.body.clone();
+        ds["status"] = json!({"desiredNumberScheduled": desired, "numberReady": ready, "currentNumberScheduled": desired, "numberMisscheduled": 0});
+        call.reply(200, ds);
+    }
+
+    fn reply_policy(call: Call, p: &DockerSocketPolicy) {
+        let mut obj = serde_json::to_value(p).unwrap();
+        obj["status"] = call.body["status"].clone();
+        call.reply(200, obj);
+    }
+
+    fn cond<'a>(status: &'a Value, type_: &str) -> &'a Value {
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == type_)
+            .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+    }
+
+    #[tokio::test]
+    async fn new_policy_applies_the_daemonset_and_reports_ready_with_findings_rollup() {
+        let mut h = harness();
+        let p = policy(
+            "audit-all",
+            json!({"sockets": [{"path": "/srv/d.sock", "runtime": "docker"}]}),
+        );
+        h.add_finding(&finding("daf-1", "audit-all", 2));
+        h.add_finding(&finding("daf-2", "audit-all", 3));
+        h.add_finding(&finding("daf-3", "other-policy", 7));
+        let (ctx, mut api, reply_to) = (h.ctx.clone(), h.api, p.clone());
+        let verifier = tokio::spawn(async move {
+            let call = api
+                .expect(
+                    "PATCH",
+                    "/apis/apps/v1/namespaces/sockwarden-system/daemonsets/sockwarden-probe?",
+                )
+                .await;
+            assert!(
+                call.uri.contains("fieldManager=sockwarden-operator")
+                    && call.uri.contains("force=true"),
+                "{}",
+                call.uri
+            );
+            let pod = &call.body["spec"]["template"]["spec"];
+            assert_eq!(pod["hostPID"], true);
+            assert!(pod["containers"][0]["args"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("--socket=/srv/d.sock=docker")));
+            with_ds_status(call, 3, 3);
+            let call = api
+                .expect(
+                    "PATCH",
+                    "/apis/sockwarden.io/v1alpha1/dockersocketpolicies/audit-all/status?",
+                )
+                .await;
+            assert!(call.uri.contains("fieldManager=sockwarden-operator"));
+            let s = call.body["status"].clone();
+            assert_eq!(s["observedGeneration"], 3);
+            assert_eq!(cond(&s, "Accepted")["status"], "True");
+            assert_eq!(cond(&s, "Ready")["status"], "True");
+            assert_eq!(cond(&s, "Ready")["observedGeneration"], 3);
+            assert_eq!(cond(&s, "Degraded")["status"], "False");
+            assert_eq!(s["nodes"], json!({"desired": 3, "ready": 3}));
+            assert_eq!(
+                s["findings"]["total"], 5,
+                "only this policy's findings count"
+            );
+            assert!(s["findings"]["lastSeen"].is_string());
+            reply_policy(call, &reply_to);
+            api.expect_silence().await;
+        });
+        let action = reconcile(Arc::new(p), ctx).await.unwrap();
+        assert_eq!(action, Action::requeue(HEALTHY_REQUEUE));
+        verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn invalid_policy_is_refused_in_status_and_an_event_without_touching_the_daemonset() {
+        let h = harness();
+        let p = policy(
+            "bad",
+            json!({"exemptions": [{"images": ["nginx:[1"]}], "selector": {"podSelector": {"matchExpressions": [{"key": "app", "operator": "In"}]}}}),
+        );
+        let (ctx, mut api, reply_to) = (h.ctx.clone(), h.api, p.clone());
+        let verifier = tokio::spawn(async move {
+            let call = api
+                .expect("PATCH", "/dockersocketpolicies/bad/status?")
+                .await;
+            let s = call.body["status"].clone();
+            let accepted = cond(&s, "Accepted");
+            assert_eq!(accepted["status"], "False");
+            assert_eq!(accepted["reason"], "InvalidSpec");
+            let msg = accepted["message"].as_str().unwrap();
+            assert!(
+                msg.contains("bad glob") && msg.contains("needs at least one value"),
+                "{msg}"
+            );
+            assert_eq!(cond(&s, "Ready")["status"], "False");
+            reply_policy(call, &reply_to);
+            let call = api
+                .expect("POST", "/apis/events.k8s.io/v1/namespaces/default/events")
+                .await;
+            assert_eq!(call.body["type"], "Warning");
+            assert_eq!(call.body["reason"], "InvalidPolicy");
+            assert_eq!(call.body["regarding"]["kind"], "DockerSocketPolicy");
+            assert_eq!(call.body["regarding"]["name"], "bad");
+            call.echo();
+            api.expect_silence().await; // no DaemonSet apply
+        });
+        let action = reconcile(Arc::new(p), ctx).await.unwrap();
+        assert_eq!(
+            action,
+            Action::await_change(),
+            "an invalid policy waits for a change: no hot loop"
+        );
+        verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn partly_ready_daemonset_is_degraded_with_the_reason() {
+        let h = harness();
+        let p = policy("p", json!({"mode": "Enforce"}));
+        let (ctx, mut api, reply_to) = (h.ctx.clone(), h.api, p.clone());
+        let verifier = tokio::spawn(async move {
+            with_ds_status(
+                api.expect("PATCH", "/daemonsets/sockwarden-probe?").await,
+                5,
+                2,
+            );
+            let call = api.expect("PATCH", "/dockersocketpolicies/p/status?").await;
+            let s = call.body["status"].clone();
+            assert_eq!(cond(&s, "Ready")["status"], "False");
+            assert_eq!(cond(&s, "Ready")["reason"], "NodesNotReady");
+            let degraded = cond(&s, "Degraded");
+            assert_eq!(degraded["status"], "True");
+            assert_eq!(degraded["reason"], "NodesNotCovered");
+            assert!(
+                degraded["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("3 nodes are not covered: 2 of 5"),
+                "{degraded}"
+            );
+            assert!(cond(&s, "Accepted")["message"]
+                .as_str()
+                .unwrap()
+                .contains("Enforce accepted"));
+            reply_policy(call, &reply_to);
+        });
+        let action = reconcile(Arc::new(p), ctx).await.unwrap();
+        assert_eq!(action, Action::requeue(DEGRADED_REQUEUE));
+        verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn conflicts_and_server_errors_are_retried_soon_and_never_panic() {
+        let h = harness();
+        let p = Arc::new(policy("p", json!({})));
+        let (ctx, mut api, reply_to) = (h.ctx.clone(), h.api, p.as_ref().clone());
+        let verifier = tokio::spawn(async move {
+            api.expect("PATCH", "/daemonsets/sockwarden-probe?")
+                .await
+                .reply(409, status_error(409, "Conflict"));
+            with_ds_status(
+                api.expect("PATCH", "/daemonsets/sockwarden-probe?").await,
+                1,
+                1,
+            );
+            api.expect("PATCH", "/dockersocketpolicies/p/status?")
+                .await
+                .reply(500, status_error(500, "InternalError"));
+            with_ds_status(
+                api.expect("PATCH", "/daemonsets/sockwarden-probe?").await,
+                1,
+                1,
+            );
+            let call = api.expect("PATCH", "/dockersocketpolicies/p/status?").await;
+            reply_policy(call, &reply_to);
+        });
+        let err = reconcile(p.clone(), ctx.clone()).await.unwrap_err();
+        assert_eq!(
+            error_policy(p.clone(), &err, ctx.clone()),
+            Action::requeue(Duration::from_secs(2))
+        );
+        let err = reconcile(p.clone(), ctx.clone()).await.unwrap_err();
+        assert_eq!(
+            error_policy(p.clone(), &err, ctx.clone()),
+            Action::requeue(Duration::from_secs(2))
+        );
+        reconcile(p.clone(), ctx.clone())
+            .await
+            .expect("the retry succeeds once the API recovers");
+        verifier.await.unwrap();
+        let m = ctx.metrics.render();
+        assert!(m.contains(r#"sockwarden_operator_reconcile_errors_total{controller="policy",error="api_409"} 1"#), "{m}");
+        assert!(m.contains(r#"sockwarden_operator_reconcile_errors_total{controller="policy",error="api_500"} 1"#), "{m}");
+    }
+}
