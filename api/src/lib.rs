@@ -6,6 +6,7 @@
 //!   operation, executable), counted and time-stamped.
 pub mod finding;
 pub mod policy;
+pub mod selector;
 
 pub use finding::*;
 pub use policy::*;

@@ -4,6 +4,7 @@ mod attribution;
 mod backend;
 mod btf_offsets;
 mod cgroup;
+mod cluster;
 mod decide;
 mod event;
 mod finding;

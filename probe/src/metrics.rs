@@ -18,7 +18,24 @@ pub struct Metrics {
     pub backend_info: IntGaugeVec,
     /// Kernel hook to finding written, in seconds.
     pub detection_latency: Histogram,
+    /// Cluster mode: failed writes of findings to the API server (retried).
+    pub api_write_errors: IntCounter,
+    /// Cluster mode: finding keys with increments waiting to be written.
+    pub write_queue_depth: IntGauge,
+    /// Cluster mode: increments waiting to be written, over all keys.
+    pub pending_increments: IntGauge,
+    /// Cluster mode: findings whose pod could not be found (pod cache, CRI, retries).
+    pub enrichment_misses: IntCounter,
+    /// Cluster mode: findings lost to a full queue or the key bound.
+    pub findings_dropped: IntCounter,
+    /// Cluster mode: findings not reported because a policy exempts them.
+    pub exempt: IntCounterVec,
+    pod_label_sets: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
+
+/// Distinct (namespace, pod) label pairs on `sockwarden_probe_findings_total`; further pods
+/// are counted under `_other` so the series count stays bounded.
+pub const MAX_POD_SERIES: usize = 500;
 
 impl Metrics {
     pub fn new() -> prometheus::Result<Self> {
@@ -33,9 +50,9 @@ impl Metrics {
         let findings = IntCounterVec::new(
             Opts::new(
                 "sockwarden_probe_findings_total",
-                "Findings reported, by operation, runtime and action",
+                "Findings reported, by namespace, pod, operation, runtime and action",
             ),
-            &["operation", "runtime", "action"],
+            &["namespace", "pod", "operation", "runtime", "action"],
         )?;
         let ringbuf_drops = IntCounter::new(
             "sockwarden_probe_ringbuf_drops_total",
@@ -69,6 +86,39 @@ impl Metrics {
                 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
             ]),
         )?;
+        let api_write_errors = IntCounter::new(
+            "sockwarden_probe_api_write_errors_total",
+            "Failed writes of findings to the API server (retried)",
+        )?;
+        let write_queue_depth = IntGauge::new(
+            "sockwarden_probe_write_queue_depth",
+            "Finding keys with increments waiting to be written",
+        )?;
+        let pending_increments = IntGauge::new(
+            "sockwarden_probe_pending_increments",
+            "Finding increments waiting to be written",
+        )?;
+        let enrichment_misses = IntCounter::new(
+            "sockwarden_probe_enrichment_misses_total",
+            "Findings whose pod could not be identified",
+        )?;
+        let findings_dropped = IntCounter::new(
+            "sockwarden_probe_findings_dropped_total",
+            "Findings lost to a full queue or the key bound",
+        )?;
+        let exempt = IntCounterVec::new(
+            Opts::new(
+                "sockwarden_probe_exempt_total",
+                "Findings not reported because a policy exempts them",
+            ),
+            &["policy"],
+        )?;
+        for m in [&api_write_errors, &enrichment_misses, &findings_dropped] {
+            registry.register(Box::new(m.clone()))?;
+        }
+        registry.register(Box::new(write_queue_depth.clone()))?;
+        registry.register(Box::new(pending_increments.clone()))?;
+        registry.register(Box::new(exempt.clone()))?;
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(findings.clone()))?;
         registry.register(Box::new(ringbuf_drops.clone()))?;
@@ -87,7 +137,41 @@ impl Metrics {
             sockets_armed,
             backend_info,
             detection_latency,
+            api_write_errors,
+            write_queue_depth,
+            pending_increments,
+            enrichment_misses,
+            findings_dropped,
+            exempt,
+            pod_label_sets: Default::default(),
         })
+    }
+
+    /// Counts a finding, keeping the (namespace, pod) label pairs bounded.
+    pub fn count_finding(
+        &self,
+        namespace: &str,
+        pod: &str,
+        operation: &str,
+        runtime: &str,
+        action: &str,
+    ) {
+        let (ns, pod) = {
+            let mut seen = self
+                .pod_label_sets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let pair = (namespace.to_string(), pod.to_string());
+            if seen.contains(&pair) || seen.len() < MAX_POD_SERIES {
+                seen.insert(pair.clone());
+                pair
+            } else {
+                ("_other".to_string(), "_other".to_string())
+            }
+        };
+        self.findings
+            .with_label_values(&[&ns, &pod, operation, runtime, action])
+            .inc();
     }
 
     pub fn render(&self) -> String {
@@ -102,16 +186,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pod_label_pairs_are_bounded() {
+        let m = Metrics::new().unwrap();
+        for i in 0..(MAX_POD_SERIES + 50) {
+            m.count_finding("ns", &format!("pod-{i}"), "connect", "docker", "Audit");
+        }
+        let text = m.render();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("sockwarden_probe_findings_total{"))
+            .count();
+        assert_eq!(series, MAX_POD_SERIES + 1);
+        assert!(
+            text.contains(
+                r#"namespace="_other",operation="connect",pod="_other",runtime="docker"} 50"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn exposition_names_every_metric_with_its_labels() {
         let m = Metrics::new().unwrap();
         m.events.with_label_values(&["connect", "docker"]).inc();
-        m.findings
-            .with_label_values(&["connect", "docker", "audit"])
-            .inc();
+        m.count_finding("", "", "connect", "docker", "audit");
         m.ringbuf_drops.inc_by(3);
         m.backend_info.with_label_values(&["tracepoint"]).set(1);
         let text = m.render();
-        assert!(text.contains(r#"sockwarden_probe_findings_total{action="audit",operation="connect",runtime="docker"} 1"#), "{text}");
+        assert!(text.contains(r#"sockwarden_probe_findings_total{action="audit",namespace="",operation="connect",pod="",runtime="docker"} 1"#), "{text}");
         assert!(text.contains("sockwarden_probe_ringbuf_drops_total 3"));
         assert!(text.contains(r#"sockwarden_probe_backend_info{backend="tracepoint"} 1"#));
         assert!(text.contains("sockwarden_probe_sockets_armed 0"));

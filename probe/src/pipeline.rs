@@ -1,18 +1,21 @@
 //! From ring-buffer record to written finding: decode, identify the socket, attribute the
 //! caller, decide, write. Synchronous and allocation-light; one instance per reader.
 use std::{
+    collections::HashMap,
     io::Write,
     path::PathBuf,
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use crate::{
     attribution::CgroupIndex,
     decide::{Decider, Identity},
     event::{decode, Decoded, Operation, SocketEvent},
+    finding::Finding,
     metrics::Metrics,
     open_resolve::OpenResolver,
-    procinfo,
+    procinfo::{self, ProcDetails},
     sockets::{ArmedSocket, Armer},
 };
 
@@ -24,15 +27,66 @@ pub enum OutputFormat {
     Text,
 }
 
-pub struct Pipeline<W: Write> {
+/// Where findings go: stdout (standalone) or the cluster writer.
+pub trait FindingSink {
+    fn emit(&mut self, finding: Finding);
+    fn flush(&mut self) {}
+}
+
+impl FindingSink for Box<dyn FindingSink + Send> {
+    fn emit(&mut self, finding: Finding) {
+        (**self).emit(finding)
+    }
+    fn flush(&mut self) {
+        (**self).flush()
+    }
+}
+
+/// Standalone output: one line per finding.
+pub struct StdoutSink<W: Write> {
+    pub out: W,
+    pub json: bool,
+    pub metrics: Arc<Metrics>,
+}
+
+impl<W: Write> FindingSink for StdoutSink<W> {
+    fn emit(&mut self, finding: Finding) {
+        let line = if self.json {
+            finding.to_json()
+        } else {
+            finding.to_text()
+        };
+        if let Err(e) = writeln!(self.out, "{line}") {
+            tracing::error!(error = %e, "writing a finding failed");
+        }
+        let pod = finding.pod.as_ref().map(|p| p.uid.as_str()).unwrap_or("");
+        self.metrics.count_finding(
+            "",
+            pod,
+            finding.operation,
+            &finding.socket.runtime,
+            finding.action,
+        );
+    }
+
+    fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
+}
+
+/// How long `/proc` details of a process are reused for its repeated events.
+const PROC_CACHE_TTL: Duration = Duration::from_secs(2);
+const PROC_CACHE_MAX: usize = 4096;
+
+pub struct Pipeline<S: FindingSink> {
     pub armer: Arc<Mutex<Armer>>,
     pub cgroups: CgroupIndex,
     pub opens: OpenResolver,
     pub decider: Decider,
     pub metrics: Arc<Metrics>,
     pub proc_root: PathBuf,
-    pub json: bool,
-    pub out: W,
+    pub sink: S,
+    pub proc_cache: HashMap<u32, (Instant, ProcDetails)>,
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
@@ -46,7 +100,7 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-impl<W: Write> Pipeline<W> {
+impl<S: FindingSink> Pipeline<S> {
     /// Handles one ring-buffer record. Returns whether a finding was written.
     pub fn handle(&mut self, record: &[u8]) -> bool {
         match decode(record) {
@@ -103,34 +157,41 @@ impl<W: Write> Pipeline<W> {
             .with_label_values(&[ev.operation.as_str(), &socket.runtime])
             .inc();
         let cgroup_path = self.cgroups.path_of(ev.cgroup_id, ev.pid);
-        let details = procinfo::read(&self.proc_root, ev.pid);
+        let details = self.proc_details(ev.pid);
         let Some(finding) = self
             .decider
             .decide(&ev, &socket, identity, cgroup_path, details)
         else {
             return false;
         };
-        let line = if self.json {
-            finding.to_json()
-        } else {
-            finding.to_text()
-        };
-        if let Err(e) = writeln!(self.out, "{line}") {
-            tracing::error!(error = %e, "writing a finding failed");
-        }
-        self.metrics
-            .findings
-            .with_label_values(&[finding.operation, &finding.socket.runtime, finding.action])
-            .inc();
         if ev.ktime_ns > 0 {
             let latency = monotonic_ns().saturating_sub(ev.ktime_ns);
             self.metrics.detection_latency.observe(latency as f64 / 1e9);
         }
+        self.sink.emit(finding);
         true
     }
 
+    /// `/proc` details, reused for a process's events within a short window (a flood from
+    /// one process must not cost two file reads per event).
+    fn proc_details(&mut self, pid: u32) -> ProcDetails {
+        let now = Instant::now();
+        if let Some((at, details)) = self.proc_cache.get(&pid) {
+            if now.duration_since(*at) < PROC_CACHE_TTL {
+                return details.clone();
+            }
+        }
+        let details = procinfo::read(&self.proc_root, pid);
+        if self.proc_cache.len() >= PROC_CACHE_MAX {
+            self.proc_cache
+                .retain(|_, (at, _)| now.duration_since(*at) < PROC_CACHE_TTL);
+        }
+        self.proc_cache.insert(pid, (now, details.clone()));
+        details
+    }
+
     pub fn flush(&mut self) {
-        let _ = self.out.flush();
+        self.sink.flush();
     }
 }
 
@@ -154,12 +215,13 @@ mod tests {
         }
     }
 
-    fn pipeline(root: &std::path::Path) -> Pipeline<Vec<u8>> {
+    fn pipeline(root: &std::path::Path) -> Pipeline<StdoutSink<Vec<u8>>> {
         let mut armer = Armer::new(
             vec!["/docker.sock=docker".parse().unwrap()],
             root.to_path_buf(),
         );
         armer.refresh(&mut NoMap);
+        let metrics = Arc::new(Metrics::new().unwrap());
         Pipeline {
             armer: Arc::new(Mutex::new(armer)),
             cgroups: CgroupIndex::new(std::path::Path::new("/nonexistent")),
@@ -170,10 +232,14 @@ mod tests {
                 include_host: false,
                 host_pid_ns: 1,
             },
-            metrics: Arc::new(Metrics::new().unwrap()),
+            metrics: metrics.clone(),
             proc_root: "/proc".into(),
-            json: true,
-            out: Vec::new(),
+            sink: StdoutSink {
+                out: Vec::new(),
+                json: true,
+                metrics,
+            },
+            proc_cache: HashMap::new(),
         }
     }
 
@@ -195,7 +261,7 @@ mod tests {
         e.cgroup_id = 31337;
         e.pid_ns = 1; // host pid ns: the cgroup alone makes it a container
         assert!(p.handle(&encode(&e)));
-        let out = String::from_utf8(p.out.clone()).unwrap();
+        let out = String::from_utf8(p.sink.out.clone()).unwrap();
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         assert_eq!(v["container"]["id"], cid.as_str());
         assert_eq!(v["requestedPath"], "/var/run/alias.sock");
@@ -203,7 +269,7 @@ mod tests {
         assert_eq!(
             p.metrics
                 .findings
-                .with_label_values(&["connect", "docker", "audit"])
+                .with_label_values(&["", "", "connect", "docker", "audit"])
                 .get(),
             1
         );
@@ -217,6 +283,6 @@ mod tests {
         assert!(!p.handle(&encode(&e)), "inode not armed");
         assert!(!p.handle(&[1, 2, 3]));
         assert_eq!(p.metrics.decode_errors.get(), 1);
-        assert!(p.out.is_empty());
+        assert!(p.sink.out.is_empty());
     }
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 /// Longest command line kept in a finding.
 const MAX_CMDLINE: usize = 4096;
 
+#[derive(Clone)]
 pub struct ProcDetails {
     pub exe: Option<String>,
     pub cmdline: Option<String>,

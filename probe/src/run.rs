@@ -16,10 +16,17 @@ use crate::{
     attribution::CgroupIndex,
     backend::{self, tracepoint, BackendKind, BackendRequest},
     btf_offsets::{connect_syscall_nr, KernelBtf},
+    cluster::{
+        cri::{CriClient, DEFAULT_CRI_SOCKETS},
+        owners::OwnerResolver,
+        run_sink,
+        writer::{FindingWriter, WriterConfig},
+        ClusterForwarder, ClusterSink, Enricher,
+    },
     decide::Decider,
     metrics::Metrics,
     open_resolve::OpenResolver,
-    pipeline::{OutputFormat, Pipeline},
+    pipeline::{FindingSink, OutputFormat, Pipeline, StdoutSink},
     procinfo,
     server::{self, Health},
     sockets::{default_specs, ArmEvent, Armer, SocketSpec},
@@ -61,6 +68,28 @@ pub struct RunArgs {
     /// Kernel BTF used to resolve struct offsets.
     #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
     pub btf: PathBuf,
+    /// Write findings as DockerAbuseFinding objects (on by default inside a pod).
+    #[arg(long, conflicts_with = "standalone")]
+    pub cluster: bool,
+    /// Never talk to a cluster, even inside a pod.
+    #[arg(long)]
+    pub standalone: bool,
+    /// CRI socket for attributing containers the pod cache has not seen (repeatable;
+    /// default: containerd, k3s/rke2 containerd and CRI-O sockets that exist under --host-root).
+    #[arg(long = "cri-socket", value_name = "PATH")]
+    pub cri_sockets: Vec<PathBuf>,
+    /// Cluster mode: at most one write per finding per this many seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub write_interval_seconds: f64,
+    /// Cluster mode: sustained API writes per second over all findings.
+    #[arg(long, default_value_t = 20.0)]
+    pub write_rate: f64,
+    /// Cluster mode: API write burst.
+    #[arg(long, default_value_t = 50.0)]
+    pub write_burst: f64,
+    /// Cluster mode: most distinct findings held in memory awaiting a write.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_pending_findings: usize,
 }
 
 fn host_name() -> String {
@@ -188,6 +217,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         })
     };
 
+    let mut cluster_task = None;
     let mut cgroups = CgroupIndex::new(&args.host_root);
     match cgroups.mount() {
         Some(m) => tracing::info!(cgroup2 = %m.display(), "attributing by cgroup v2 ids"),
@@ -201,20 +231,37 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         OutputFormat::Text => false,
         OutputFormat::Auto => !std::io::stdout().is_terminal(),
     };
+    let node = args.node.clone().unwrap_or_else(host_name);
+    let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let sink: Box<dyn FindingSink + Send> = if args.cluster || (in_pod && !args.standalone) {
+        let (tx, task) =
+            start_cluster_sink(&args, &node, metrics.clone(), shutdown_rx.clone()).await?;
+        cluster_task = Some(task);
+        Box::new(ClusterForwarder {
+            tx,
+            metrics: metrics.clone(),
+        })
+    } else {
+        Box::new(StdoutSink {
+            out: std::io::BufWriter::new(std::io::stdout()),
+            json,
+            metrics: metrics.clone(),
+        })
+    };
     let pipeline = Pipeline {
         armer,
         cgroups,
         opens: OpenResolver::new(proc_root.clone()),
         decider: Decider {
-            node: args.node.clone().unwrap_or_else(host_name),
+            node,
             backend: kind.as_str(),
             include_host: args.include_host,
             host_pid_ns,
         },
         metrics,
         proc_root,
-        json,
-        out: std::io::BufWriter::new(std::io::stdout()),
+        sink,
+        proc_cache: Default::default(),
     };
     let reader = tokio::spawn(read_events(ring, pipeline, shutdown_rx));
 
@@ -222,11 +269,128 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down: draining events and detaching programs");
     let _ = shutdown_tx.send(true);
     reader.await??;
+    if let Some(task) = cluster_task {
+        let _ = task.await;
+    }
     let _ = housekeeping.await;
     let _ = server.await;
     // Dropping the backend detaches every program.
     drop(backend);
     Ok(())
+}
+
+/// Starts cluster mode: caches of this node's pods, namespaces and policies, CRI clients,
+/// the finding writer and the task that feeds it.
+async fn start_cluster_sink(
+    args: &RunArgs,
+    node: &str,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(
+    tokio::sync::mpsc::Sender<crate::finding::Finding>,
+    tokio::task::JoinHandle<()>,
+)> {
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use kube::runtime::watcher;
+    if args.node.is_none() {
+        bail!("cluster mode needs this node's name: set NODE_NAME (the downward API's spec.nodeName) or --node");
+    }
+    let client = kube::Client::try_default()
+        .await
+        .context("cluster mode: cannot reach the Kubernetes API (no in-cluster service account and no kubeconfig)")?;
+    let pods = spawn_reflector(
+        kube::Api::<Pod>::all(client.clone()),
+        watcher::Config::default().fields(&format!("spec.nodeName={node}")),
+    );
+    let namespaces = spawn_reflector(
+        kube::Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let policies = spawn_reflector(
+        kube::Api::<api::DockerSocketPolicy>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let cri_paths: Vec<PathBuf> = if args.cri_sockets.is_empty() {
+        DEFAULT_CRI_SOCKETS
+            .iter()
+            .map(|p| args.host_root.join(p.trim_start_matches('/')))
+            .filter(|p| p.exists())
+            .collect()
+    } else {
+        args.cri_sockets.clone()
+    };
+    let mut cri = Vec::new();
+    for path in cri_paths {
+        match CriClient::new(&path) {
+            Ok(mut c) => {
+                match c.version().await {
+                    Ok((runtime, version)) => {
+                        tracing::info!(socket = %path.display(), %runtime, %version, "CRI fallback for attribution")
+                    }
+                    Err(e) => {
+                        tracing::warn!(socket = %path.display(), error = %e, "CRI socket not answering yet; will retry on use")
+                    }
+                }
+                cri.push(c);
+            }
+            Err(e) => tracing::warn!(socket = %path.display(), error = %e, "CRI socket unusable"),
+        }
+    }
+    let writer = FindingWriter::new(
+        client.clone(),
+        WriterConfig {
+            per_key_interval: Duration::from_secs_f64(args.write_interval_seconds.max(0.0)),
+            rate_per_sec: args.write_rate.max(0.1),
+            burst: args.write_burst.max(1.0),
+            max_keys: args.max_pending_findings.max(1),
+            node: node.to_string(),
+            ..Default::default()
+        },
+        metrics.clone(),
+    );
+    let enricher = Enricher {
+        pods,
+        namespaces,
+        policies,
+        client: Some(client.clone()),
+        cri,
+        owners: OwnerResolver::new(Some(client)),
+    };
+    let sink = ClusterSink::new(enricher, writer, metrics, node.to_string());
+    let (tx, rx) = tokio::sync::mpsc::channel(65_536);
+    let task = tokio::spawn(run_sink(rx, sink, shutdown, Duration::from_secs(5)));
+    tracing::info!(node, "cluster mode: writing DockerAbuseFinding objects");
+    Ok((tx, task))
+}
+
+fn spawn_reflector<K>(
+    api: kube::Api<K>,
+    config: kube::runtime::watcher::Config,
+) -> kube::runtime::reflector::Store<K>
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    use futures::StreamExt;
+    use kube::runtime::{reflector, watcher, WatchStreamExt};
+    let (store, writer) = reflector::store();
+    let stream = reflector(writer, watcher(api, config).default_backoff()).applied_objects();
+    tokio::spawn(async move {
+        stream
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "watching the API failed; retrying");
+                }
+            })
+            .await
+    });
+    store
 }
 
 /// The host's mount and PID namespaces: those of pid 1, or, where pid 1 cannot be inspected
@@ -273,7 +437,7 @@ fn rearm(armer: &Mutex<Armer>, backend: &Mutex<tracepoint::TracepointBackend>, m
 
 async fn read_events(
     ring: RingBuf<MapData>,
-    mut pipeline: Pipeline<std::io::BufWriter<std::io::Stdout>>,
+    mut pipeline: Pipeline<Box<dyn FindingSink + Send>>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // SAFETY: the ring buffer owns its fd and outlives this registration (both end here).
@@ -293,7 +457,7 @@ async fn read_events(
     Ok(())
 }
 
-fn drain<W: std::io::Write>(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline<W>) {
+fn drain<S: FindingSink>(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline<S>) {
     while let Some(item) = ring.next() {
         pipeline.handle(&item);
     }

@@ -360,7 +360,12 @@ fn health_and_metrics_reflect_what_was_seen() {
         metrics.contains(r#"sockwarden_probe_backend_info{backend="tracepoint"} 1"#),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"sockwarden_probe_findings_total{action="audit",operation="connect",runtime="docker"}"#), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"sockwarden_probe_findings_total{action="audit",namespace="",operation="connect","#
+        ),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("sockwarden_probe_ringbuf_drops_total 0"),
         "{metrics}"

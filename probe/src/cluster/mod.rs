@@ -1,0 +1,507 @@
+//! Cluster mode: findings become `DockerAbuseFinding` objects naming the pod, its workload
+//! and namespace, under the policy that governs them.
+//!
+//! The event loop hands each finding to a bounded channel (never blocking the ring-buffer
+//! reader); one task enriches it (pod cache by container id, else the runtime's CRI API plus
+//! one GET of the pod, else hold and retry briefly), applies policy scope and exemptions, and
+//! queues it in the rate-limited [`writer::FindingWriter`].
+pub mod cri;
+pub mod owners;
+pub mod pods;
+pub mod policy;
+#[cfg(test)]
+pub mod testing;
+pub mod writer;
+
+use std::{collections::VecDeque, sync::Arc, time::Duration};
+
+use api::{
+    finding_name, ContainerRef, DockerAbuseFindingSpec, DockerSocketPolicy, FindingAction,
+    FindingOperation, PodRef, ProcessRef, SignatureRef, SocketUse,
+};
+use k8s_openapi::{
+    api::core::v1::{Namespace, Pod},
+    jiff::Timestamp,
+};
+use kube::{
+    runtime::reflector::{ObjectRef, Store},
+    Api, Client, ResourceExt,
+};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
+
+use crate::{event::Operation, finding::Finding, metrics::Metrics, pipeline::FindingSink};
+use cri::CriClient;
+use owners::OwnerResolver;
+use pods::PodMeta;
+use policy::Verdict;
+use writer::{FindingWriter, Recorded};
+
+/// How long a finding whose pod is unknown is held for the pod cache to catch up.
+pub const HOLD_FOR: Duration = Duration::from_secs(10);
+const MAX_HELD: usize = 10_000;
+const TICK: Duration = Duration::from_millis(100);
+
+/// The event loop's side: queue without blocking; a full queue is counted, never silent.
+pub struct ClusterForwarder {
+    pub tx: mpsc::Sender<Finding>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl FindingSink for ClusterForwarder {
+    fn emit(&mut self, finding: Finding) {
+        if self.tx.try_send(finding).is_err() {
+            self.metrics.findings_dropped.inc();
+        }
+    }
+}
+
+/// Caches and clients enrichment needs.
+pub struct Enricher {
+    pub pods: Store<Pod>,
+    pub namespaces: Store<Namespace>,
+    pub policies: Store<DockerSocketPolicy>,
+    pub client: Option<Client>,
+    pub cri: Vec<CriClient>,
+    pub owners: OwnerResolver,
+}
+
+impl Enricher {
+    /// The pod of a container: the node's pod cache, else the runtime's CRI labels (and the
+    /// pod object they name, for labels and owner).
+    async fn pod_meta(&mut self, container_id: &str) -> Option<PodMeta> {
+        if let Some(meta) = pods::lookup(&self.pods, container_id) {
+            return Some(meta);
+        }
+        for cri in &mut self.cri {
+            let Some(partial) = cri.pod_meta(container_id).await else {
+                continue;
+            };
+            if let Some(client) = &self.client {
+                let api: Api<Pod> = Api::namespaced(client.clone(), &partial.namespace);
+                if let Ok(Some(pod)) = api.get_opt(&partial.name).await {
+                    if let Some(full) = pods::meta_for(&pod, container_id) {
+                        return Some(full);
+                    }
+                }
+            }
+            return Some(partial);
+        }
+        None
+    }
+}
+
+pub struct ClusterSink {
+    pub enricher: Enricher,
+    pub writer: FindingWriter,
+    pub metrics: Arc<Metrics>,
+    pub node: String,
+    held: VecDeque<(Instant, Finding)>,
+}
+
+fn operation_of(f: &Finding) -> Operation {
+    if f.operation == "open" {
+        Operation::Open
+    } else {
+        Operation::Connect
+    }
+}
+
+impl ClusterSink {
+    pub fn new(
+        enricher: Enricher,
+        writer: FindingWriter,
+        metrics: Arc<Metrics>,
+        node: String,
+    ) -> Self {
+        Self {
+            enricher,
+            writer,
+            metrics,
+            node,
+            held: VecDeque::new(),
+        }
+    }
+
+    pub async fn handle(&mut self, finding: Finding) {
+        let Some(id) = finding.container.as_ref().and_then(|c| c.id.clone()) else {
+            // Containerised by its namespaces but no container in its cgroup: no pod to name.
+            self.metrics.enrichment_misses.inc();
+            tracing::warn!(pid = finding.process.pid, comm = %finding.process.comm, "finding from a process in no known container: reported on stdout only");
+            println!("{}", finding.to_json());
+            return;
+        };
+        match self.enricher.pod_meta(&id).await {
+            Some(meta) => self.report(finding, meta).await,
+            None if self.held.len() < MAX_HELD => {
+                self.held.push_back((Instant::now() + HOLD_FOR, finding))
+            }
+            None => self.metrics.findings_dropped.inc(),
+        }
+    }
+
+    /// Retries held findings; those past their deadline are counted as enrichment misses and
+    /// printed, so nothing is lost silently.
+    pub async fn retry_held(&mut self) {
+        for _ in 0..self.held.len() {
+            let Some((deadline, finding)) = self.held.pop_front() else {
+                break;
+            };
+            let id = finding
+                .container
+                .as_ref()
+                .and_then(|c| c.id.clone())
+                .unwrap_or_default();
+            match self.enricher.pod_meta(&id).await {
+                Some(meta) => self.report(finding, meta).await,
+                None if Instant::now() < deadline => self.held.push_back((deadline, finding)),
+                None => {
+                    self.metrics.enrichment_misses.inc();
+                    tracing::warn!(container = %id, "no pod found for the container; finding reported on stdout only");
+                    println!("{}", finding.to_json());
+                }
+            }
+        }
+    }
+
+    async fn report(&mut self, finding: Finding, mut meta: PodMeta) {
+        let workload = self
+            .enricher
+            .owners
+            .resolve(
+                &meta.namespace,
+                meta.controller.as_ref(),
+                &meta.labels,
+                &meta.name,
+            )
+            .await;
+        meta.workload = Some(workload);
+        let ns_labels = self
+            .enricher
+            .namespaces
+            .get(&ObjectRef::<Namespace>::new(&meta.namespace))
+            .map(|n| n.labels().clone())
+            .unwrap_or_default();
+        let policies = self.enricher.policies.state();
+        let op = operation_of(&finding);
+        let verdict = policy::evaluate(
+            &policies,
+            &meta,
+            &ns_labels,
+            finding.process.exe.as_deref(),
+            op,
+        );
+        let (policy_name, severity) = match verdict {
+            Verdict::Report {
+                policy, severity, ..
+            } => (policy, severity),
+            Verdict::Exempt { policy } => {
+                self.metrics.exempt.with_label_values(&[&policy]).inc();
+                return;
+            }
+            Verdict::OutOfScope => return,
+        };
+        let spec = spec_for(&finding, &meta, &self.node, &policy_name, severity);
+        let exe = finding
+            .process
+            .exe
+            .clone()
+            .unwrap_or_else(|| finding.process.comm.clone());
+        let name = finding_name(
+            &meta.uid,
+            &meta.container_name,
+            &finding.socket.host_path,
+            spec.operation,
+            &exe,
+        );
+        let recorded = self
+            .writer
+            .record(&meta.namespace, &name, spec, Timestamp::now());
+        if recorded == Recorded::Dropped {
+            return;
+        }
+        self.metrics.count_finding(
+            &meta.namespace,
+            &meta.name,
+            finding.operation,
+            &finding.socket.runtime,
+            "Audit",
+        );
+        if recorded == Recorded::New {
+            tracing::warn!(
+                namespace = %meta.namespace, pod = %meta.name, container = %meta.container_name,
+                socket = %finding.socket.host_path, operation = finding.operation, policy = %policy_name,
+                finding = %name, "DockerSocketAbuse"
+            );
+        }
+    }
+}
+
+pub fn spec_for(
+    f: &Finding,
+    meta: &PodMeta,
+    node: &str,
+    policy: &str,
+    severity: u8,
+) -> DockerAbuseFindingSpec {
+    DockerAbuseFindingSpec {
+        signature: SignatureRef::trc_1019(),
+        node: node.to_string(),
+        pod: PodRef {
+            name: meta.name.clone(),
+            uid: meta.uid.clone(),
+        },
+        container: ContainerRef {
+            name: meta.container_name.clone(),
+            id: f
+                .container
+                .as_ref()
+                .and_then(|c| c.id.clone())
+                .unwrap_or_default(),
+            image: meta.image.clone(),
+        },
+        workload: meta.workload.clone(),
+        service_account: meta.service_account.clone(),
+        operation: if f.operation == "open" {
+            FindingOperation::Open
+        } else {
+            FindingOperation::Connect
+        },
+        socket: SocketUse {
+            host_path: f.socket.host_path.clone(),
+            runtime: f.socket.runtime.clone(),
+        },
+        requested_path: f.requested_path.clone(),
+        process: ProcessRef {
+            exe: f.process.exe.clone(),
+            comm: f.process.comm.clone(),
+            cmdline: f.process.cmdline.clone(),
+            uid: f.process.uid,
+        },
+        // Enforcement ships with the enforcing backends; every finding so far is an audit.
+        action: FindingAction::Audit,
+        policy: policy.to_string(),
+        severity,
+    }
+}
+
+/// Runs the sink until shutdown, then flushes what it can within `drain_for`.
+pub async fn run_sink(
+    mut rx: mpsc::Receiver<Finding>,
+    mut sink: ClusterSink,
+    mut shutdown: watch::Receiver<bool>,
+    drain_for: Duration,
+) {
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            Some(f) = rx.recv() => sink.handle(f).await,
+            _ = tick.tick() => {
+                sink.retry_held().await;
+                sink.writer.flush().await;
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    while let Ok(f) = rx.try_recv() {
+        sink.handle(f).await;
+    }
+    let deadline = Instant::now() + drain_for;
+    while sink.writer.pending() > 0 && Instant::now() < deadline {
+        sink.writer.flush().await;
+        let wait = sink
+            .writer
+            .next_due()
+            .map_or(TICK, |t| t.saturating_duration_since(Instant::now()));
+        tokio::time::sleep(wait.clamp(Duration::from_millis(10), TICK * 5)).await;
+    }
+    if sink.writer.pending() > 0 {
+        tracing::warn!(
+            pending = sink.writer.pending(),
+            "shutting down with finding increments unwritten"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{cluster::testing::ApiDouble, finding};
+    use kube::runtime::{reflector, watcher};
+
+    struct Fixture {
+        api: ApiDouble,
+        sink: ClusterSink,
+        pods: reflector::store::Writer<Pod>,
+        policies: reflector::store::Writer<DockerSocketPolicy>,
+        namespaces: reflector::store::Writer<Namespace>,
+    }
+
+    fn fixture() -> Fixture {
+        let api = ApiDouble::start();
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let (pod_store, pods) = reflector::store();
+        let (ns_store, namespaces) = reflector::store();
+        let (policy_store, policies) = reflector::store();
+        let enricher = Enricher {
+            pods: pod_store,
+            namespaces: ns_store,
+            policies: policy_store,
+            client: Some(api.client()),
+            cri: Vec::new(),
+            owners: OwnerResolver::new(Some(api.client())),
+        };
+        let writer = FindingWriter::new(
+            api.client(),
+            writer::WriterConfig {
+                node: "n1".into(),
+                ..Default::default()
+            },
+            metrics.clone(),
+        );
+        let sink = ClusterSink::new(enricher, writer, metrics, "n1".into());
+        Fixture {
+            api,
+            sink,
+            pods,
+            policies,
+            namespaces,
+        }
+    }
+
+    fn container_finding(container_id: &str) -> Finding {
+        let mut f = finding::sample();
+        f.container = Some(finding::ContainerInfo {
+            id: Some(container_id.into()),
+            runtime: Some("containerd".into()),
+        });
+        f
+    }
+
+    fn written(api: &ApiDouble) -> Vec<serde_json::Value> {
+        api.findings()
+    }
+
+    #[tokio::test]
+    async fn finding_sent_to_the_api_names_pod_container_workload_and_default_policy() {
+        let mut fx = fixture();
+        fx.pods
+            .apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
+                "web-1",
+                "pod-uid-1",
+                &[("app", "cid-1")],
+                &[],
+            )));
+        fx.sink.handle(container_finding("cid-1")).await;
+        fx.sink.writer.flush().await;
+        let all = written(&fx.api);
+        assert_eq!(all.len(), 1, "{all:#?}");
+        let f = &all[0];
+        assert_eq!(f["metadata"]["namespace"], "shop");
+        assert_eq!(f["metadata"]["labels"]["sockwarden.io/policy"], "default");
+        let spec = &f["spec"];
+        assert_eq!(
+            spec["pod"],
+            serde_json::json!({"name": "web-1", "uid": "pod-uid-1"})
+        );
+        assert_eq!(spec["container"]["name"], "app");
+        assert_eq!(spec["container"]["id"], "cid-1");
+        assert_eq!(spec["container"]["image"], "registry.example/app:1");
+        assert_eq!(
+            spec["workload"],
+            serde_json::json!({"kind": "Deployment", "name": "web"})
+        );
+        assert_eq!(spec["serviceAccount"], "web-sa");
+        assert_eq!(spec["operation"], "connect");
+        assert_eq!(spec["socket"]["hostPath"], "/run/docker.sock");
+        assert_eq!(spec["requestedPath"], "/tmp/innocent.sock");
+        assert_eq!(spec["process"]["exe"], "/usr/bin/curl");
+        assert_eq!(spec["action"], "Audit");
+        assert_eq!(spec["signature"]["id"], "TRC-1019");
+        assert_eq!(f["status"]["count"], 1);
+        // the deterministic name of the key
+        let name = api::finding_name(
+            "pod-uid-1",
+            "app",
+            "/run/docker.sock",
+            api::FindingOperation::Connect,
+            "/usr/bin/curl",
+        );
+        assert_eq!(f["metadata"]["name"], name.as_str());
+        let m = fx.sink.metrics.render();
+        assert!(m.contains(r#"sockwarden_probe_findings_total{action="Audit",namespace="shop",operation="connect",pod="web-1",runtime="docker"} 1"#), "{m}");
+    }
+
+    #[tokio::test]
+    async fn a_pod_the_cache_has_not_seen_yet_is_held_then_attributed() {
+        let mut fx = fixture();
+        fx.sink.handle(container_finding("cid-late")).await;
+        fx.sink.writer.flush().await;
+        assert!(written(&fx.api).is_empty(), "nothing to attribute yet");
+        fx.pods
+            .apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
+                "late-1",
+                "pod-uid-2",
+                &[("app", "cid-late")],
+                &[],
+            )));
+        fx.sink.retry_held().await;
+        fx.sink.writer.flush().await;
+        let all = written(&fx.api);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0]["spec"]["pod"]["name"], "late-1");
+        assert_eq!(fx.sink.metrics.enrichment_misses.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_container_no_pod_ever_claims_is_counted_as_an_enrichment_miss() {
+        let mut fx = fixture();
+        fx.sink.handle(container_finding("cid-orphan")).await;
+        tokio::time::advance(HOLD_FOR + Duration::from_secs(1)).await;
+        fx.sink.retry_held().await;
+        assert_eq!(fx.sink.metrics.enrichment_misses.get(), 1);
+        assert!(fx.sink.held.is_empty());
+    }
+
+    #[tokio::test]
+    async fn exempted_pods_and_out_of_scope_pods_write_nothing() {
+        let mut fx = fixture();
+        fx.pods
+            .apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
+                "web-1",
+                "pod-uid-1",
+                &[("app", "cid-1")],
+                &[],
+            )));
+        let exempting: DockerSocketPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sockwarden.io/v1alpha1", "kind": "DockerSocketPolicy", "metadata": {"name": "agents"},
+            "spec": {"exemptions": [{"serviceAccounts": ["shop/web-sa"]}]}
+        }))
+        .unwrap();
+        fx.policies
+            .apply_watcher_event(&watcher::Event::Apply(exempting));
+        fx.sink.handle(container_finding("cid-1")).await;
+        fx.sink.writer.flush().await;
+        assert!(written(&fx.api).is_empty());
+        assert_eq!(
+            fx.sink.metrics.exempt.with_label_values(&["agents"]).get(),
+            1
+        );
+        // a namespace-scoped policy elsewhere leaves this pod out of scope
+        let scoped: DockerSocketPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sockwarden.io/v1alpha1", "kind": "DockerSocketPolicy", "metadata": {"name": "agents"},
+            "spec": {"selector": {"namespaceSelector": {"matchLabels": {"team": "payments"}}}}
+        }))
+        .unwrap();
+        fx.policies
+            .apply_watcher_event(&watcher::Event::Apply(scoped));
+        fx.namespaces.apply_watcher_event(&watcher::Event::Apply(serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"team": "shop"}}
+        })).unwrap()));
+        fx.sink.handle(container_finding("cid-1")).await;
+        fx.sink.writer.flush().await;
+        assert!(written(&fx.api).is_empty());
+    }
+}

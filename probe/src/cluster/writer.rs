@@ -1,0 +1,461 @@
+//! Writes findings as `DockerAbuseFinding` objects without flooding the API server.
+//!
+//! One entry per finding key holds the increments not yet written. A key is written at once
+//! the first time, then at most once per `per_key_interval`; all keys share a token bucket
+//! (`rate_per_sec`, `burst`). A failed write keeps its increments, which merge with new ones,
+//! and is retried with exponential backoff, so the count is exact once the API recovers. The
+//! number of keys is bounded (`max_keys`); a new key beyond it is dropped and counted.
+//!
+//! The count is absolute, not incremented: the first write of a key in this process applies
+//! the spec (server-side apply), which returns the object with its current count; every
+//! status write then sets `committed + pending`. Each pod lives on one node, so one probe
+//! owns each key.
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use api::{DockerAbuseFinding, DockerAbuseFindingSpec, POLICY_LABEL};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    api::{Patch, PatchParams},
+    Api, Client,
+};
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+
+pub const FIELD_MANAGER: &str = "sockwarden-probe";
+pub const NODE_LABEL: &str = "sockwarden.io/node";
+
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub per_key_interval: Duration,
+    pub rate_per_sec: f64,
+    pub burst: f64,
+    pub max_keys: usize,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    pub node: String,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            per_key_interval: Duration::from_secs(5),
+            rate_per_sec: 20.0,
+            burst: 50.0,
+            max_keys: 10_000,
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            node: String::new(),
+        }
+    }
+}
+
+struct Entry {
+    spec: DockerAbuseFindingSpec,
+    pending: i64,
+    first_pending: Timestamp,
+    last_pending: Timestamp,
+    /// The count the API holds, once this process has read it.
+    committed: Option<i64>,
+    first_seen: Option<Time>,
+    last_write: Option<Instant>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+type Key = (String, String); // (namespace, name)
+
+pub struct FindingWriter {
+    client: Client,
+    cfg: WriterConfig,
+    entries: HashMap<Key, Entry>,
+    tokens: f64,
+    refilled: Instant,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// The first occurrence of this key in this process.
+    New,
+    Merged,
+    /// The key bound was reached: counted in `sockwarden_probe_findings_dropped_total`.
+    Dropped,
+}
+
+impl FindingWriter {
+    pub fn new(client: Client, cfg: WriterConfig, metrics: Arc<Metrics>) -> Self {
+        Self {
+            client,
+            tokens: cfg.burst,
+            refilled: Instant::now(),
+            cfg,
+            entries: HashMap::new(),
+            metrics,
+        }
+    }
+
+    /// Counts one occurrence of a finding.
+    pub fn record(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        spec: DockerAbuseFindingSpec,
+        at: Timestamp,
+    ) -> Recorded {
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(e) = self.entries.get_mut(&key) {
+            if e.pending == 0 {
+                e.first_pending = at;
+            }
+            e.pending += 1;
+            e.last_pending = at;
+            self.publish_gauges();
+            return Recorded::Merged;
+        }
+        if self.entries.len() >= self.cfg.max_keys {
+            // Forget keys with nothing pending (their count lives in the API) before refusing.
+            self.entries.retain(|_, e| e.pending > 0);
+            if self.entries.len() >= self.cfg.max_keys {
+                self.metrics.findings_dropped.inc();
+                return Recorded::Dropped;
+            }
+        }
+        self.entries.insert(
+            key,
+            Entry {
+                spec,
+                pending: 1,
+                first_pending: at,
+                last_pending: at,
+                committed: None,
+                first_seen: None,
+                last_write: None,
+                retry_at: None,
+                backoff: Duration::ZERO,
+            },
+        );
+        self.publish_gauges();
+        Recorded::New
+    }
+
+    fn publish_gauges(&self) {
+        let (mut keys, mut increments) = (0, 0);
+        for e in self.entries.values().filter(|e| e.pending > 0) {
+            keys += 1;
+            increments += e.pending;
+        }
+        self.metrics.write_queue_depth.set(keys);
+        self.metrics.pending_increments.set(increments);
+    }
+
+    /// Increments not yet written, over all keys.
+    pub fn pending(&self) -> i64 {
+        self.entries.values().map(|e| e.pending).sum()
+    }
+
+    /// The earliest moment a pending key may be written.
+    pub fn next_due(&self) -> Option<Instant> {
+        let now = Instant::now();
+        self.entries
+            .values()
+            .filter(|e| e.pending > 0)
+            .map(|e| self.due_at(e).unwrap_or(now))
+            .min()
+    }
+
+    /// When an entry may be written next; `None` is "now" (never written, no backoff).
+    fn due_at(&self, e: &Entry) -> Option<Instant> {
+        let by_interval = e.last_write.map(|t| t + self.cfg.per_key_interval);
+        [by_interval, e.retry_at].into_iter().flatten().max()
+    }
+
+    /// Writes every key that is due, as far as the token bucket allows. Returns API calls made.
+    pub async fn flush(&mut self) -> usize {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.cfg.rate_per_sec).min(self.cfg.burst);
+        self.refilled = now;
+        let mut due: Vec<(Timestamp, Key)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.pending > 0 && self.due_at(e).is_none_or(|t| t <= now))
+            .map(|(k, e)| (e.first_pending, k.clone()))
+            .collect();
+        due.sort();
+        let mut calls = 0;
+        for (_, key) in due {
+            if self.tokens < 1.0 {
+                break;
+            }
+            self.tokens -= 1.0;
+            calls += self.write(&key).await;
+        }
+        self.publish_gauges();
+        calls
+    }
+
+    async fn write(&mut self, key: &Key) -> usize {
+        let api: Api<DockerAbuseFinding> = Api::namespaced(self.client.clone(), &key.0);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let Some(e) = self.entries.get_mut(key) else {
+            return 0;
+        };
+        let mut calls = 0;
+        if e.committed.is_none() {
+            let body = json!({
+                "apiVersion": "sockwarden.io/v1alpha1",
+                "kind": "DockerAbuseFinding",
+                "metadata": {"name": key.1, "namespace": key.0, "labels": {
+                    POLICY_LABEL: e.spec.policy, NODE_LABEL: self.cfg.node,
+                }},
+                "spec": e.spec,
+            });
+            calls += 1;
+            match api.patch(&key.1, &params, &Patch::Apply(&body)).await {
+                Ok(obj) => {
+                    let status = obj.status.unwrap_or_default();
+                    e.committed = Some(status.count);
+                    e.first_seen = status.first_seen;
+                }
+                Err(err) => {
+                    Self::failed(e, &err, &self.cfg, &self.metrics);
+                    return calls;
+                }
+            }
+        }
+        let count = e.committed.unwrap_or(0) + e.pending;
+        let first_seen = e.first_seen.clone().unwrap_or(Time(e.first_pending));
+        let body = json!({
+            "apiVersion": "sockwarden.io/v1alpha1",
+            "kind": "DockerAbuseFinding",
+            "metadata": {"name": key.1, "namespace": key.0},
+            "status": {"count": count, "firstSeen": first_seen, "lastSeen": Time(e.last_pending)},
+        });
+        calls += 1;
+        match api
+            .patch_status(&key.1, &params, &Patch::Apply(&body))
+            .await
+        {
+            Ok(_) => {
+                e.committed = Some(count);
+                e.first_seen = Some(first_seen);
+                e.pending = 0;
+                e.last_write = Some(Instant::now());
+                e.retry_at = None;
+                e.backoff = Duration::ZERO;
+            }
+            Err(err) => {
+                if matches!(&err, kube::Error::Api(s) if s.code == 404) {
+                    e.committed = None; // deleted meanwhile (TTL): recreate
+                }
+                Self::failed(e, &err, &self.cfg, &self.metrics);
+            }
+        }
+        calls
+    }
+
+    fn failed(e: &mut Entry, err: &kube::Error, cfg: &WriterConfig, metrics: &Metrics) {
+        metrics.api_write_errors.inc();
+        e.backoff = (e.backoff * 2).clamp(cfg.min_backoff, cfg.max_backoff);
+        e.retry_at = Some(Instant::now() + e.backoff);
+        tracing::warn!(error = %err, retry_in = ?e.backoff, pending = e.pending, "writing a finding failed; increments kept for retry");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::testing::{finding_spec, ApiDouble};
+
+    fn writer(api: &ApiDouble, cfg: WriterConfig) -> FindingWriter {
+        FindingWriter::new(api.client(), cfg, Arc::new(Metrics::new().unwrap()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_write_applies_spec_with_field_manager_then_sets_the_count() {
+        let api = ApiDouble::start();
+        let mut w = writer(
+            &api,
+            WriterConfig {
+                node: "n1".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            w.record("shop", "daf-1", finding_spec(), Timestamp::now()),
+            Recorded::New
+        );
+        assert_eq!(w.flush().await, 2);
+        let calls = api.calls();
+        assert_eq!(calls[0].method, "PATCH");
+        assert!(
+            calls[0].uri.starts_with(
+                "/apis/sockwarden.io/v1alpha1/namespaces/shop/dockerabusefindings/daf-1?"
+            ),
+            "{}",
+            calls[0].uri
+        );
+        assert!(
+            calls[0].uri.contains("fieldManager=sockwarden-probe")
+                && calls[0].uri.contains("force=true")
+        );
+        assert_eq!(calls[0].body["spec"]["pod"]["name"], "web-1");
+        assert_eq!(
+            calls[0].body["metadata"]["labels"]["sockwarden.io/policy"],
+            "default"
+        );
+        assert_eq!(
+            calls[0].body["metadata"]["labels"]["sockwarden.io/node"],
+            "n1"
+        );
+        assert!(calls[1].uri.starts_with(
+            "/apis/sockwarden.io/v1alpha1/namespaces/shop/dockerabusefindings/daf-1/status?"
+        ));
+        assert_eq!(calls[1].body["status"]["count"], 1);
+        assert_eq!(api.count("shop", "daf-1"), Some(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ten_thousand_repeats_in_a_second_make_a_handful_of_writes_and_an_exact_count() {
+        let api = ApiDouble::start();
+        let mut w = writer(&api, WriterConfig::default());
+        for i in 0..10_000 {
+            w.record("shop", "daf-1", finding_spec(), Timestamp::now());
+            if i % 100 == 0 {
+                w.flush().await;
+                tokio::time::advance(Duration::from_millis(10)).await;
+            }
+        }
+        // drain: wait out the per-key interval
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            w.flush().await;
+        }
+        assert_eq!(api.count("shop", "daf-1"), Some(10_000));
+        let writes = api.calls().len();
+        assert!(writes <= 4, "{writes} API calls for one flooding key");
+        assert_eq!(w.pending(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn api_errors_for_a_while_then_recovery_give_an_exact_count() {
+        let api = ApiDouble::start();
+        let mut w = writer(&api, WriterConfig::default());
+        async fn phase(w: &mut FindingWriter, increments: usize) {
+            for _ in 0..increments / 10 {
+                for _ in 0..10 {
+                    w.record("shop", "daf-1", finding_spec(), Timestamp::now());
+                }
+                w.flush().await;
+                tokio::time::advance(Duration::from_millis(100)).await;
+            }
+            // the API is back: wait out the backoff (capped at a minute)
+            for _ in 0..30 {
+                tokio::time::advance(Duration::from_secs(60)).await;
+                w.flush().await;
+            }
+        }
+        api.fail_next(10, 500); // the API server fails...
+        phase(&mut w, 300).await;
+        assert_eq!(
+            api.count("shop", "daf-1"),
+            Some(300),
+            "exact after recovering from 500s"
+        );
+        assert_eq!(w.metrics.api_write_errors.get(), 10);
+        api.fail_next(5, 429); // ...then throttles
+        phase(&mut w, 300).await;
+        assert_eq!(
+            api.count("shop", "daf-1"),
+            Some(600),
+            "exact after recovering from 429s"
+        );
+        assert_eq!(w.metrics.api_write_errors.get(), 15);
+        assert_eq!(w.pending(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn existing_count_in_the_api_is_continued_not_reset() {
+        let api = ApiDouble::start();
+        api.preload("shop", "daf-1", 41);
+        let mut w = writer(&api, WriterConfig::default());
+        w.record("shop", "daf-1", finding_spec(), Timestamp::now());
+        w.flush().await;
+        assert_eq!(api.count("shop", "daf-1"), Some(42));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn key_bound_drops_new_keys_and_counts_them_memory_stays_bounded() {
+        let api = ApiDouble::start();
+        let mut w = writer(
+            &api,
+            WriterConfig {
+                max_keys: 3,
+                ..Default::default()
+            },
+        );
+        api.fail_next(1000, 503); // nothing can be written: keys stay pending
+        for i in 0..5 {
+            let r = w.record(
+                "shop",
+                &format!("daf-{i}"),
+                finding_spec(),
+                Timestamp::now(),
+            );
+            assert_eq!(
+                r,
+                if i < 3 {
+                    Recorded::New
+                } else {
+                    Recorded::Dropped
+                }
+            );
+        }
+        assert_eq!(w.metrics.findings_dropped.get(), 2);
+        assert_eq!(w.entries.len(), 3);
+        // existing keys still merge
+        assert_eq!(
+            w.record("shop", "daf-0", finding_spec(), Timestamp::now()),
+            Recorded::Merged
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn global_token_bucket_spreads_many_keys_over_time() {
+        let api = ApiDouble::start();
+        let mut w = writer(
+            &api,
+            WriterConfig {
+                rate_per_sec: 10.0,
+                burst: 10.0,
+                ..Default::default()
+            },
+        );
+        for i in 0..50 {
+            w.record(
+                "shop",
+                &format!("daf-{i}"),
+                finding_spec(),
+                Timestamp::now(),
+            );
+        }
+        let first = w.flush().await;
+        assert!(
+            first <= 20,
+            "burst of 10 tokens, 2 calls per new key: {first}"
+        );
+        let mut seconds = 0;
+        while w.pending() > 0 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            w.flush().await;
+            seconds += 1;
+            assert!(seconds < 60);
+        }
+        assert!(
+            seconds >= 3,
+            "50 keys at 10 writes/s take several seconds, took {seconds}"
+        );
+    }
+}
