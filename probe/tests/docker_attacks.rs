@@ -375,3 +375,59 @@ fn health_and_metrics_reflect_what_was_seen() {
         "{metrics}"
     );
 }
+
+#[test]
+fn cluster_mode_writes_a_finding_object_that_names_the_pod() {
+    fixture_or_skip!(guard, f);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = rt.block_on(common::fake_api::FakeApi::start());
+    let kubeconfig = f.dir.join("kubeconfig-fake");
+    api.write_kubeconfig(&kubeconfig);
+    // Create the container first so the pod object can name it, as kubelet's status would.
+    let out = f.docker.cli(&[
+        "create", "--network", "none", "-v", &sock_mount(f, "/var/run/docker.sock"), common::IMAGE,
+        "/swclient", "connect", "/var/run/docker.sock",
+    ]);
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(id.len(), 64, "{}", String::from_utf8_lossy(&out.stderr));
+    api.add_pod(common::fake_api::pod("shop", "web-1", "uid-web-1", "app", "docker", &id, "node-a"));
+    let probe = Probe::start_with_env(
+        &[
+            "--cluster".into(), "--node".into(), "node-a".into(), "--no-default-sockets".into(),
+            "--socket".into(), format!("{}=docker", f.docker.sock.display()),
+            "--cri-socket".into(), "/nonexistent/cri.sock".into(),
+        ],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+        &f.dir,
+    );
+    let started = f.docker.cli(&["start", "-a", &id]);
+    assert!(String::from_utf8_lossy(&started.stdout).contains("200 OK"));
+    let deadline = Instant::now() + WAIT;
+    let written = loop {
+        let all = api.findings();
+        if all.iter().any(|v| v["status"]["count"] == 1) || Instant::now() > deadline {
+            break all;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    f.docker.cli(&["rm", "-f", &id]);
+    assert_eq!(written.len(), 1, "one finding object: {written:#?}\n{}", probe.log());
+    let obj = &written[0];
+    assert_eq!(obj["metadata"]["namespace"], "shop");
+    assert_eq!(obj["metadata"]["labels"]["sockwarden.io/node"], "node-a");
+    assert_eq!(obj["metadata"]["labels"]["sockwarden.io/policy"], "default");
+    let spec = &obj["spec"];
+    assert_eq!(spec["pod"]["name"], "web-1");
+    assert_eq!(spec["pod"]["uid"], "uid-web-1");
+    assert_eq!(spec["container"]["name"], "app");
+    assert_eq!(spec["container"]["id"], id.as_str());
+    assert_eq!(spec["workload"]["kind"], "Deployment");
+    assert_eq!(spec["workload"]["name"], "web-1");
+    assert_eq!(spec["serviceAccount"], "attacker-sa");
+    assert_eq!(spec["node"], "node-a");
+    assert_eq!(spec["socket"]["hostPath"], f.docker.sock.to_str().unwrap());
+    assert_eq!(spec["requestedPath"], "/var/run/docker.sock");
+    assert_eq!(obj["status"]["count"], 1);
+    let status = probe.terminate();
+    assert!(status.success(), "{status:?}");
+}

@@ -16,6 +16,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod fake_api;
+
 pub const IMAGE: &str = "sockwarden-test:latest";
 
 /// Whether root/BPF/Docker tests can run here. Outside CI they skip with a printed reason;
@@ -68,11 +70,11 @@ fn run_ok(cmd: &mut Command) -> Output {
 
 /// Processes to kill when the test binary exits (the fixture is shared and never dropped).
 static DOCKERD_PID: AtomicI32 = AtomicI32::new(0);
-static PROBE_PID: AtomicI32 = AtomicI32::new(0);
+static PROBE_PIDS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
 extern "C" fn kill_children() {
-    for pid in [&PROBE_PID, &DOCKERD_PID] {
-        let pid = pid.load(Ordering::SeqCst);
+    let probes = PROBE_PIDS.lock().map(|p| p.clone()).unwrap_or_default();
+    for pid in probes.into_iter().chain([DOCKERD_PID.load(Ordering::SeqCst)]) {
         if pid > 0 {
             unsafe { libc::kill(pid, libc::SIGTERM) };
         }
@@ -275,17 +277,22 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 
 impl Probe {
     pub fn start(args: &[String], log_dir: &Path) -> Probe {
+        Self::start_with_env(args, &[], log_dir)
+    }
+
+    pub fn start_with_env(args: &[String], env: &[(&str, &str)], log_dir: &Path) -> Probe {
         let listen = format!("127.0.0.1:{}", free_port());
         let stderr_log = log_dir.join(format!("probe-{}.log", listen.replace(':', "_")));
         let mut child = Command::new(env!("CARGO_BIN_EXE_sockwarden-probe"))
             .arg("run")
             .args(["--format", "json", "--listen", &listen])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_log).unwrap())
             .spawn()
             .expect("start sockwarden-probe");
-        PROBE_PID.store(child.id() as i32, Ordering::SeqCst);
+        PROBE_PIDS.lock().unwrap().push(child.id() as i32);
         let findings = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().unwrap();
         let sink = findings.clone();
@@ -348,7 +355,8 @@ impl Probe {
     pub fn terminate(mut self) -> std::process::ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().unwrap();
-        PROBE_PID.store(0, Ordering::SeqCst);
+        let pid = self.child.id() as i32;
+        PROBE_PIDS.lock().unwrap().retain(|p| *p != pid);
         status
     }
 }
