@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The probe's benchmark: unrelated open()/connect() cost with and without the probe attached
-# (ratios, side by side in one run) and detection latency. Needs root.
+# The probe's benchmarks (needs root):
+#  1. unrelated open()/connect() cost with and without the probe attached (ratios, side by
+#     side in one run) and detection latency;
+#  2. the user-space pipeline under a flood: events/s on one core and resident memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p probe --bins --example bench
-exec ./target/release/examples/bench
+cargo build --release -p probe --bins --example bench --example pipeline_bench
+./target/release/examples/bench
+./target/release/examples/pipeline_bench

@@ -1,23 +1,8 @@
 //! `sockwarden-probe`: the node agent. Catches processes in containers that reach for a
 //! container runtime's UNIX socket, and reports each as a TRC-1019 finding.
-mod attribution;
-mod backend;
-mod btf_offsets;
-mod cgroup;
-mod cluster;
-mod decide;
-mod event;
-mod finding;
-mod metrics;
-mod open_resolve;
-mod pipeline;
-mod procinfo;
-mod rootfs;
-mod run;
-mod server;
-mod sockets;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use probe::run;
 
 #[derive(Parser)]
 #[command(

@@ -237,10 +237,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let (tx, task) =
             start_cluster_sink(&args, &node, metrics.clone(), shutdown_rx.clone()).await?;
         cluster_task = Some(task);
-        Box::new(ClusterForwarder {
-            tx,
-            metrics: metrics.clone(),
-        })
+        Box::new(ClusterForwarder::new(tx, metrics.clone()))
     } else {
         Box::new(StdoutSink {
             out: std::io::BufWriter::new(std::io::stdout()),
@@ -287,7 +284,7 @@ async fn start_cluster_sink(
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(
-    tokio::sync::mpsc::Sender<crate::finding::Finding>,
+    tokio::sync::mpsc::Sender<crate::cluster::Batch>,
     tokio::task::JoinHandle<()>,
 )> {
     use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -357,7 +354,7 @@ async fn start_cluster_sink(
         owners: OwnerResolver::new(Some(client)),
     };
     let sink = ClusterSink::new(enricher, writer, metrics, node.to_string());
-    let (tx, rx) = tokio::sync::mpsc::channel(65_536);
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let task = tokio::spawn(run_sink(rx, sink, shutdown, Duration::from_secs(5)));
     tracing::info!(node, "cluster mode: writing DockerAbuseFinding objects");
     Ok((tx, task))

@@ -64,7 +64,10 @@ state = "{d}/state"
             .stderr(log)
             .spawn()
             .expect("start containerd");
-        let c = Containerd { child, dir: dir.to_path_buf() };
+        let c = Containerd {
+            child,
+            dir: dir.to_path_buf(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if c.ctr(&["version"]).status.success() {
@@ -72,11 +75,19 @@ state = "{d}/state"
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        panic!("containerd did not start: {}", std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default());
+        panic!(
+            "containerd did not start: {}",
+            std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
+        );
     }
 
     fn ctr(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ctr").arg("--address").arg(self.sock()).args(args).output().unwrap()
+        Command::new("ctr")
+            .arg("--address")
+            .arg(self.sock())
+            .args(args)
+            .output()
+            .unwrap()
     }
 }
 
@@ -92,7 +103,9 @@ async fn cri_client(sock: PathBuf) -> RuntimeServiceClient<tonic::transport::Cha
         .unwrap()
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let sock = sock.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(sock).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(sock).await?))
+            }
         }))
         .await
         .unwrap();
@@ -106,7 +119,9 @@ fn a_cri_pod_unknown_to_the_api_is_named_from_its_cri_labels() {
     }
     if which("containerd").is_none() || which("ctr").is_none() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("CI must run the CRI test, but containerd/ctr are missing (run scripts/setup.sh)");
+            panic!(
+                "CI must run the CRI test, but containerd/ctr are missing (run scripts/setup.sh)"
+            );
         }
         eprintln!("SKIPPED: needs containerd and ctr (run scripts/setup.sh)");
         return;
@@ -121,15 +136,39 @@ fn a_cri_pod_unknown_to_the_api_is_named_from_its_cri_labels() {
     let docker = Docker::start(&dir.join("docker"));
     docker.build_image();
     let rootfs_tar = dir.join("docker/rootfs.tar");
-    let out = docker.cli(&["import", "--change", r#"CMD ["/bin/sleep", "86400"]"#, rootfs_tar.to_str().unwrap(), "sockwarden-pause:latest"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = docker.cli(&[
+        "import",
+        "--change",
+        r#"CMD ["/bin/sleep", "86400"]"#,
+        rootfs_tar.to_str().unwrap(),
+        "sockwarden-pause:latest",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let images = dir.join("images.tar");
-    let out = docker.cli(&["save", "-o", images.to_str().unwrap(), common::IMAGE, "sockwarden-pause:latest"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = docker.cli(&[
+        "save",
+        "-o",
+        images.to_str().unwrap(),
+        common::IMAGE,
+        "sockwarden-pause:latest",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let containerd = Containerd::start(&dir.join("containerd"));
     let out = containerd.ctr(&["-n", "k8s.io", "images", "import", images.to_str().unwrap()]);
-    assert!(out.status.success(), "ctr import: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ctr import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let api = rt.block_on(common::fake_api::FakeApi::start());
@@ -137,9 +176,14 @@ fn a_cri_pod_unknown_to_the_api_is_named_from_its_cri_labels() {
     api.write_kubeconfig(&kubeconfig);
     let probe = Probe::start_with_env(
         &[
-            "--cluster".into(), "--node".into(), "cri-node".into(), "--no-default-sockets".into(),
-            "--socket".into(), format!("{}=docker", docker.sock.display()),
-            "--cri-socket".into(), containerd.sock().display().to_string(),
+            "--cluster".into(),
+            "--node".into(),
+            "cri-node".into(),
+            "--no-default-sockets".into(),
+            "--socket".into(),
+            format!("{}=docker", docker.sock.display()),
+            "--cri-socket".into(),
+            containerd.sock().display().to_string(),
         ],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
         &dir,
@@ -157,7 +201,12 @@ fn a_cri_pod_unknown_to_the_api_is_named_from_its_cri_labels() {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let sandbox_config = PodSandboxConfig {
-            metadata: Some(PodSandboxMetadata { name: "cri-pod".into(), uid: uid.into(), namespace: "cri-ns".into(), attempt: 0 }),
+            metadata: Some(PodSandboxMetadata {
+                name: "cri-pod".into(),
+                uid: uid.into(),
+                namespace: "cri-ns".into(),
+                attempt: 0,
+            }),
             log_directory: dir.join("containerd/logs").display().to_string(),
             labels: labels.clone(),
             linux: Some(LinuxPodSandboxConfig {
@@ -176,7 +225,10 @@ fn a_cri_pod_unknown_to_the_api_is_named_from_its_cri_labels() {
             ..Default::default()
         };
         let sandbox = cri
-            .run_pod_sandbox(RunPodSandboxRequest { config: Some(sandbox_config.clone()), runtime_handler: String::new() })
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(sandbox_config.clone()),
+                runtime_handler: String::new(),
+            })
             .await
             .expect("RunPodSandbox")
             .into_inner()
@@ -187,11 +239,21 @@ fn a_cri_pod_unknown_to_the_api_is_named_from_its_cri_labels() {
             .create_container(CreateContainerRequest {
                 pod_sandbox_id: sandbox.clone(),
                 config: Some(ContainerConfig {
-                    metadata: Some(ContainerMetadata { name: "attacker".into(), attempt: 0 }),
-                    image: Some(ImageSpec { image: format!("docker.io/library/{}", common::IMAGE), ..Default::default() }),
+                    metadata: Some(ContainerMetadata {
+                        name: "attacker".into(),
+                        attempt: 0,
+                    }),
+                    image: Some(ImageSpec {
+                        image: format!("docker.io/library/{}", common::IMAGE),
+                        ..Default::default()
+                    }),
                     command: vec!["/swclient".into()],
                     args: vec!["connect".into(), "/var/run/docker.sock".into()],
-                    mounts: vec![Mount { container_path: "/var/run/docker.sock".into(), host_path: docker.sock.display().to_string(), ..Default::default() }],
+                    mounts: vec![Mount {
+                        container_path: "/var/run/docker.sock".into(),
+                        host_path: docker.sock.display().to_string(),
+                        ..Default::default()
+                    }],
                     labels: container_labels,
                     log_path: "attacker.log".into(),
                     linux: Some(LinuxContainerConfig::default()),
@@ -203,7 +265,11 @@ fn a_cri_pod_unknown_to_the_api_is_named_from_its_cri_labels() {
             .expect("CreateContainer")
             .into_inner()
             .container_id;
-        cri.start_container(StartContainerRequest { container_id: container.clone() }).await.expect("StartContainer");
+        cri.start_container(StartContainerRequest {
+            container_id: container.clone(),
+        })
+        .await
+        .expect("StartContainer");
         (sandbox, container)
     });
 
@@ -218,19 +284,35 @@ fn a_cri_pod_unknown_to_the_api_is_named_from_its_cri_labels() {
 
     rt.block_on(async {
         let mut cri = cri_client(containerd.sock()).await;
-        let _ = cri.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: sandbox_id.clone() }).await;
-        let _ = cri.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: sandbox_id }).await;
+        let _ = cri
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: sandbox_id.clone(),
+            })
+            .await;
+        let _ = cri
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: sandbox_id,
+            })
+            .await;
     });
     let log = probe.log();
     assert!(probe.terminate().success());
     drop(containerd);
     for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let _ = std::fs::remove_dir(hierarchy.path().join(format!("kubepods/besteffort/pod{uid}")));
+        let _ = std::fs::remove_dir(
+            hierarchy
+                .path()
+                .join(format!("kubepods/besteffort/pod{uid}")),
+        );
         let _ = std::fs::remove_dir(hierarchy.path().join("kubepods/besteffort"));
         let _ = std::fs::remove_dir(hierarchy.path().join("kubepods"));
     }
 
-    assert_eq!(found.len(), 1, "one finding from the CRI pod: {found:#?}\n{log}");
+    assert_eq!(
+        found.len(),
+        1,
+        "one finding from the CRI pod: {found:#?}\n{log}"
+    );
     let obj = &found[0];
     assert_eq!(obj["metadata"]["namespace"], "cri-ns");
     assert_eq!(obj["spec"]["pod"]["name"], "cri-pod");

@@ -385,17 +385,37 @@ fn cluster_mode_writes_a_finding_object_that_names_the_pod() {
     api.write_kubeconfig(&kubeconfig);
     // Create the container first so the pod object can name it, as kubelet's status would.
     let out = f.docker.cli(&[
-        "create", "--network", "none", "-v", &sock_mount(f, "/var/run/docker.sock"), common::IMAGE,
-        "/swclient", "connect", "/var/run/docker.sock",
+        "create",
+        "--network",
+        "none",
+        "-v",
+        &sock_mount(f, "/var/run/docker.sock"),
+        common::IMAGE,
+        "/swclient",
+        "connect",
+        "/var/run/docker.sock",
     ]);
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(id.len(), 64, "{}", String::from_utf8_lossy(&out.stderr));
-    api.add_pod(common::fake_api::pod("shop", "web-1", "uid-web-1", "app", "docker", &id, "node-a"));
+    api.add_pod(common::fake_api::pod(
+        "shop",
+        "web-1",
+        "uid-web-1",
+        "app",
+        "docker",
+        &id,
+        "node-a",
+    ));
     let probe = Probe::start_with_env(
         &[
-            "--cluster".into(), "--node".into(), "node-a".into(), "--no-default-sockets".into(),
-            "--socket".into(), format!("{}=docker", f.docker.sock.display()),
-            "--cri-socket".into(), "/nonexistent/cri.sock".into(),
+            "--cluster".into(),
+            "--node".into(),
+            "node-a".into(),
+            "--no-default-sockets".into(),
+            "--socket".into(),
+            format!("{}=docker", f.docker.sock.display()),
+            "--cri-socket".into(),
+            "/nonexistent/cri.sock".into(),
         ],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
         &f.dir,
@@ -411,7 +431,12 @@ fn cluster_mode_writes_a_finding_object_that_names_the_pod() {
         std::thread::sleep(Duration::from_millis(50));
     };
     f.docker.cli(&["rm", "-f", &id]);
-    assert_eq!(written.len(), 1, "one finding object: {written:#?}\n{}", probe.log());
+    assert_eq!(
+        written.len(),
+        1,
+        "one finding object: {written:#?}\n{}",
+        probe.log()
+    );
     let obj = &written[0];
     assert_eq!(obj["metadata"]["namespace"], "shop");
     assert_eq!(obj["metadata"]["labels"]["sockwarden.io/node"], "node-a");

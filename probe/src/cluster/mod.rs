@@ -44,16 +44,74 @@ pub const HOLD_FOR: Duration = Duration::from_secs(10);
 const MAX_HELD: usize = 10_000;
 const TICK: Duration = Duration::from_millis(100);
 
-/// The event loop's side: queue without blocking; a full queue is counted, never silent.
+/// Repeats of one finding, coalesced before they cross to the enrichment task.
+pub struct Batch {
+    pub finding: Finding,
+    pub count: i64,
+}
+
+/// Distinct findings the event loop coalesces between two hand-overs.
+const MAX_COALESCED: usize = 10_000;
+
+/// The event loop's side: repeats of a finding (same container, socket, operation and
+/// executable) are coalesced into one batch, handed over without blocking after each drain of
+/// the ring buffer. A batch that does not fit the queue waits for the next hand-over; only a
+/// new finding beyond `MAX_COALESCED` is dropped, and counted.
 pub struct ClusterForwarder {
-    pub tx: mpsc::Sender<Finding>,
+    pub tx: mpsc::Sender<Batch>,
     pub metrics: Arc<Metrics>,
+    pub pending: std::collections::HashMap<String, Batch>,
+}
+
+impl ClusterForwarder {
+    pub fn new(tx: mpsc::Sender<Batch>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            tx,
+            metrics,
+            pending: Default::default(),
+        }
+    }
 }
 
 impl FindingSink for ClusterForwarder {
     fn emit(&mut self, finding: Finding) {
-        if self.tx.try_send(finding).is_err() {
+        let key = format!(
+            "{}\0{}\0{}\0{}",
+            finding
+                .container
+                .as_ref()
+                .and_then(|c| c.id.as_deref())
+                .unwrap_or(""),
+            finding.socket.host_path,
+            finding.operation,
+            finding
+                .process
+                .exe
+                .as_deref()
+                .unwrap_or(&finding.process.comm),
+        );
+        if let Some(batch) = self.pending.get_mut(&key) {
+            batch.count += 1;
+        } else if self.pending.len() < MAX_COALESCED {
+            self.pending.insert(key, Batch { finding, count: 1 });
+        } else {
             self.metrics.findings_dropped.inc();
+        }
+    }
+
+    fn flush(&mut self) {
+        let keys: Vec<String> = self.pending.keys().cloned().collect();
+        for key in keys {
+            let Some(batch) = self.pending.remove(&key) else {
+                continue;
+            };
+            if let Err(e) = self.tx.try_send(batch) {
+                let batch = match e {
+                    mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+                };
+                self.pending.insert(key, batch); // next hand-over
+                break;
+            }
         }
     }
 }
@@ -98,7 +156,7 @@ pub struct ClusterSink {
     pub writer: FindingWriter,
     pub metrics: Arc<Metrics>,
     pub node: String,
-    held: VecDeque<(Instant, Finding)>,
+    held: VecDeque<(Instant, Batch)>,
 }
 
 fn operation_of(f: &Finding) -> Operation {
@@ -125,7 +183,8 @@ impl ClusterSink {
         }
     }
 
-    pub async fn handle(&mut self, finding: Finding) {
+    pub async fn handle(&mut self, batch: Batch) {
+        let finding = &batch.finding;
         let Some(id) = finding.container.as_ref().and_then(|c| c.id.clone()) else {
             // Containerised by its namespaces but no container in its cgroup: no pod to name.
             self.metrics.enrichment_misses.inc();
@@ -134,9 +193,9 @@ impl ClusterSink {
             return;
         };
         match self.enricher.pod_meta(&id).await {
-            Some(meta) => self.report(finding, meta).await,
+            Some(meta) => self.report(batch, meta).await,
             None if self.held.len() < MAX_HELD => {
-                self.held.push_back((Instant::now() + HOLD_FOR, finding))
+                self.held.push_back((Instant::now() + HOLD_FOR, batch))
             }
             None => self.metrics.findings_dropped.inc(),
         }
@@ -146,27 +205,29 @@ impl ClusterSink {
     /// printed, so nothing is lost silently.
     pub async fn retry_held(&mut self) {
         for _ in 0..self.held.len() {
-            let Some((deadline, finding)) = self.held.pop_front() else {
+            let Some((deadline, batch)) = self.held.pop_front() else {
                 break;
             };
-            let id = finding
+            let id = batch
+                .finding
                 .container
                 .as_ref()
                 .and_then(|c| c.id.clone())
                 .unwrap_or_default();
             match self.enricher.pod_meta(&id).await {
-                Some(meta) => self.report(finding, meta).await,
-                None if Instant::now() < deadline => self.held.push_back((deadline, finding)),
+                Some(meta) => self.report(batch, meta).await,
+                None if Instant::now() < deadline => self.held.push_back((deadline, batch)),
                 None => {
                     self.metrics.enrichment_misses.inc();
-                    tracing::warn!(container = %id, "no pod found for the container; finding reported on stdout only");
-                    println!("{}", finding.to_json());
+                    tracing::warn!(container = %id, count = batch.count, "no pod found for the container; finding reported on stdout only");
+                    println!("{}", batch.finding.to_json());
                 }
             }
         }
     }
 
-    async fn report(&mut self, finding: Finding, mut meta: PodMeta) {
+    async fn report(&mut self, batch: Batch, mut meta: PodMeta) {
+        let Batch { finding, count } = batch;
         let workload = self
             .enricher
             .owners
@@ -216,9 +277,9 @@ impl ClusterSink {
             spec.operation,
             &exe,
         );
-        let recorded = self
-            .writer
-            .record(&meta.namespace, &name, spec, Timestamp::now());
+        let recorded =
+            self.writer
+                .record_many(&meta.namespace, &name, spec, Timestamp::now(), count);
         if recorded == Recorded::Dropped {
             return;
         }
@@ -289,7 +350,7 @@ pub fn spec_for(
 
 /// Runs the sink until shutdown, then flushes what it can within `drain_for`.
 pub async fn run_sink(
-    mut rx: mpsc::Receiver<Finding>,
+    mut rx: mpsc::Receiver<Batch>,
     mut sink: ClusterSink,
     mut shutdown: watch::Receiver<bool>,
     drain_for: Duration,
@@ -371,13 +432,16 @@ mod tests {
         }
     }
 
-    fn container_finding(container_id: &str) -> Finding {
+    fn container_finding(container_id: &str) -> Batch {
         let mut f = finding::sample();
         f.container = Some(finding::ContainerInfo {
             id: Some(container_id.into()),
             runtime: Some("containerd".into()),
         });
-        f
+        Batch {
+            finding: f,
+            count: 1,
+        }
     }
 
     fn written(api: &ApiDouble) -> Vec<serde_json::Value> {
@@ -432,6 +496,28 @@ mod tests {
         assert_eq!(f["metadata"]["name"], name.as_str());
         let m = fx.sink.metrics.render();
         assert!(m.contains(r#"sockwarden_probe_findings_total{action="Audit",namespace="shop",operation="connect",pod="web-1",runtime="docker"} 1"#), "{m}");
+    }
+
+    #[tokio::test]
+    async fn forwarder_coalesces_repeats_and_keeps_what_the_queue_cannot_take() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let mut fwd = ClusterForwarder::new(tx, metrics.clone());
+        for _ in 0..1000 {
+            fwd.emit(container_finding("cid-a").finding);
+        }
+        for _ in 0..5 {
+            fwd.emit(container_finding("cid-b").finding);
+        }
+        fwd.flush(); // the queue holds one batch; the other waits in the forwarder
+        let first = rx.try_recv().unwrap();
+        assert!(rx.try_recv().is_err());
+        fwd.flush();
+        let second = rx.try_recv().unwrap();
+        let mut counts = [first.count, second.count];
+        counts.sort();
+        assert_eq!(counts, [5, 1000], "every repeat is counted, none lost");
+        assert_eq!(metrics.findings_dropped.get(), 0);
     }
 
     #[tokio::test]

@@ -104,12 +104,24 @@ impl FindingWriter {
         spec: DockerAbuseFindingSpec,
         at: Timestamp,
     ) -> Recorded {
+        self.record_many(namespace, name, spec, at, 1)
+    }
+
+    /// Counts `count` occurrences of a finding.
+    pub fn record_many(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        spec: DockerAbuseFindingSpec,
+        at: Timestamp,
+        count: i64,
+    ) -> Recorded {
         let key = (namespace.to_string(), name.to_string());
         if let Some(e) = self.entries.get_mut(&key) {
             if e.pending == 0 {
                 e.first_pending = at;
             }
-            e.pending += 1;
+            e.pending += count;
             e.last_pending = at;
             self.publish_gauges();
             return Recorded::Merged;
@@ -126,7 +138,7 @@ impl FindingWriter {
             key,
             Entry {
                 spec,
-                pending: 1,
+                pending: count,
                 first_pending: at,
                 last_pending: at,
                 committed: None,

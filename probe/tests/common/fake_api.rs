@@ -35,14 +35,18 @@ pub struct FakeApi {
 type Shared = Arc<Mutex<Objects>>;
 
 fn list(kind: &str, items: Vec<Value>) -> Json<Value> {
-    Json(json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "1"}, "items": items}))
+    Json(
+        json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "1"}, "items": items}),
+    )
 }
 
 /// A watch answer that never sends an event and never ends.
 fn quiet_watch() -> Response {
     Response::builder()
         .header("content-type", "application/json")
-        .body(Body::from_stream(futures::stream::pending::<Result<Vec<u8>, std::io::Error>>()))
+        .body(Body::from_stream(futures::stream::pending::<
+            Result<Vec<u8>, std::io::Error>,
+        >()))
         .unwrap()
 }
 
@@ -68,10 +72,15 @@ async fn empty_list(Query(q): Query<HashMap<String, String>>) -> Response {
     list("", vec![]).into_response()
 }
 
-async fn get_pod(State(s): State<Shared>, UrlPath((ns, name)): UrlPath<(String, String)>) -> Response {
+async fn get_pod(
+    State(s): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Response {
     let pods = s.lock().unwrap().pods.clone();
     pods.into_iter()
-        .find(|p| p["metadata"]["namespace"] == ns.as_str() && p["metadata"]["name"] == name.as_str())
+        .find(|p| {
+            p["metadata"]["namespace"] == ns.as_str() && p["metadata"]["name"] == name.as_str()
+        })
         .map_or_else(not_found, |p| Json(p).into_response())
 }
 
@@ -80,7 +89,11 @@ fn parse(body: &[u8]) -> Value {
     serde_json::from_slice(body).unwrap_or(Value::Null)
 }
 
-async fn apply_finding(State(s): State<Shared>, UrlPath((ns, name)): UrlPath<(String, String)>, body: axum::body::Bytes) -> Response {
+async fn apply_finding(
+    State(s): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
     let mut o = s.lock().unwrap();
     o.writes += 1;
     let mut obj = parse(&body);
@@ -93,10 +106,16 @@ async fn apply_finding(State(s): State<Shared>, UrlPath((ns, name)): UrlPath<(St
     Json(obj).into_response()
 }
 
-async fn apply_status(State(s): State<Shared>, UrlPath((ns, name)): UrlPath<(String, String)>, body: axum::body::Bytes) -> Response {
+async fn apply_status(
+    State(s): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
     let mut o = s.lock().unwrap();
     o.writes += 1;
-    let Some(obj) = o.findings.get_mut(&(ns, name)) else { return not_found() };
+    let Some(obj) = o.findings.get_mut(&(ns, name)) else {
+        return not_found();
+    };
     obj["status"] = parse(&body)["status"].clone();
     Json(obj.clone()).into_response()
 }
@@ -107,12 +126,27 @@ impl FakeApi {
         let app = Router::new()
             .route("/api/v1/pods", get(pods))
             .route("/api/v1/namespaces", get(empty_list))
-            .route("/apis/sockwarden.io/v1alpha1/dockersocketpolicies", get(empty_list))
+            .route(
+                "/apis/sockwarden.io/v1alpha1/dockersocketpolicies",
+                get(empty_list),
+            )
             .route("/api/v1/namespaces/{ns}/pods/{name}", get(get_pod))
-            .route("/apis/apps/v1/namespaces/{ns}/replicasets/{name}", get(|| async { not_found() }))
-            .route("/apis/batch/v1/namespaces/{ns}/jobs/{name}", get(|| async { not_found() }))
-            .route("/apis/sockwarden.io/v1alpha1/namespaces/{ns}/dockerabusefindings/{name}", axum::routing::patch(apply_finding))
-            .route("/apis/sockwarden.io/v1alpha1/namespaces/{ns}/dockerabusefindings/{name}/status", axum::routing::patch(apply_status))
+            .route(
+                "/apis/apps/v1/namespaces/{ns}/replicasets/{name}",
+                get(|| async { not_found() }),
+            )
+            .route(
+                "/apis/batch/v1/namespaces/{ns}/jobs/{name}",
+                get(|| async { not_found() }),
+            )
+            .route(
+                "/apis/sockwarden.io/v1alpha1/namespaces/{ns}/dockerabusefindings/{name}",
+                axum::routing::patch(apply_finding),
+            )
+            .route(
+                "/apis/sockwarden.io/v1alpha1/namespaces/{ns}/dockerabusefindings/{name}/status",
+                axum::routing::patch(apply_status),
+            )
             .with_state(objects.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -134,12 +168,26 @@ impl FakeApi {
     }
 
     pub fn findings(&self) -> Vec<Value> {
-        self.objects.lock().unwrap().findings.values().cloned().collect()
+        self.objects
+            .lock()
+            .unwrap()
+            .findings
+            .values()
+            .cloned()
+            .collect()
     }
 }
 
 /// A pod as kubelet would report it, running `container_id` under `runtime`.
-pub fn pod(namespace: &str, name: &str, uid: &str, container: &str, runtime: &str, container_id: &str, node: &str) -> Value {
+pub fn pod(
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    container: &str,
+    runtime: &str,
+    container_id: &str,
+    node: &str,
+) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "uid": uid, "labels": {"app": name, "pod-template-hash": "5f7c9"},

@@ -74,7 +74,10 @@ static PROBE_PIDS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
 extern "C" fn kill_children() {
     let probes = PROBE_PIDS.lock().map(|p| p.clone()).unwrap_or_default();
-    for pid in probes.into_iter().chain([DOCKERD_PID.load(Ordering::SeqCst)]) {
+    for pid in probes
+        .into_iter()
+        .chain([DOCKERD_PID.load(Ordering::SeqCst)])
+    {
         if pid > 0 {
             unsafe { libc::kill(pid, libc::SIGTERM) };
         }
