@@ -100,6 +100,16 @@ pub struct KernelOffsets {
     pub regs_syscall_nr: u32,
     /// `pt_regs` member holding the syscall's second argument (x86-64 `si`).
     pub regs_arg2: u32,
+    /// `pt_regs` member holding the syscall's first argument (x86-64 `di`).
+    pub regs_arg1: u32,
+    /// `file.f_inode`
+    pub file_inode: u32,
+    /// `file.f_flags`
+    pub file_flags: u32,
+    /// `inode.i_mode`
+    pub inode_mode: u32,
+    /// `socket.sk`
+    pub socket_sk: u32,
     pub _pad: u32,
 }
 
@@ -115,6 +125,10 @@ pub struct ProbeConfig {
     pub include_host: u32,
     /// The architecture's `connect` syscall number (x86-64: 42).
     pub connect_syscall_nr: u32,
+    /// `open` (x86-64: 2; none elsewhere: u32::MAX), `openat` (257) and `openat2` (437).
+    pub open_syscall_nr: u32,
+    pub openat_syscall_nr: u32,
+    pub openat2_syscall_nr: u32,
 }
 
 /// Index of the ring-buffer reservation failure counter in the `COUNTERS` per-CPU array.

@@ -1,4 +1,4 @@
-//! sockwarden's eBPF programs for the `tracepoint` backend.
+//! sockwarden's eBPF programs, for every attach backend.
 //!
 //! Detection keys on what a socket *is*: the inode (and device) of the file a listening
 //! AF_UNIX socket is bound to, never its name. Programs:
@@ -9,6 +9,8 @@
 //!   write intent that fail with ENXIO (what opening a socket file returns).
 //! - `cgroup_mkdir` (tracepoint `cgroup:cgroup_mkdir`): new cgroup v2 directories, so events
 //!   from containers that are already gone can still be attributed.
+//! - `lsm_*` / `fentry_*`: the same decisions on the security hooks themselves
+//!   (`file_open`, `unix_stream_connect`, `unix_may_send`), for kernels that load them.
 #![no_std]
 #![no_main]
 
@@ -24,9 +26,9 @@ use aya_ebpf::{
             bpf_task_pt_regs,
         },
     },
-    macros::{map, tracepoint},
+    macros::{fentry, lsm, map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{FEntryContext, LsmContext, TracePointContext},
     EbpfContext,
 };
 use probe_common::{
@@ -59,6 +61,11 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     pid_ns_inum: 0,
     regs_syscall_nr: 0,
     regs_arg2: 0,
+    regs_arg1: 0,
+    file_inode: 0,
+    file_flags: 0,
+    inode_mode: 0,
+    socket_sk: 0,
     _pad: 0,
 };
 
@@ -68,6 +75,9 @@ static CONFIG: ProbeConfig = ProbeConfig {
     host_pid_ns: 0,
     include_host: 0,
     connect_syscall_nr: 0,
+    open_syscall_nr: 0,
+    openat_syscall_nr: 0,
+    openat2_syscall_nr: 0,
 };
 
 #[map]
@@ -201,11 +211,12 @@ fn on_data_ready(ctx: &TracePointContext) -> Option<()> {
     if state != TCP_LISTEN {
         return None;
     }
-    let dentry: u64 = read(sk, rodata!(OFFSETS.unix_sock_path_dentry))?;
-    if dentry == 0 {
-        return None; // abstract or unbound
-    }
-    let inode: u64 = read(dentry, rodata!(OFFSETS.dentry_inode))?;
+    report_connect_to(sk)
+}
+
+/// (device, inode) of `inode` if it is a watched socket file.
+#[inline(always)]
+fn watched_inode(inode: u64) -> Option<(u64, u64)> {
     let ino: u64 = read(inode, rodata!(OFFSETS.inode_ino))?;
     let watched = unsafe { WATCHED.get(&ino) }?;
     let sb: u64 = read(inode, rodata!(OFFSETS.inode_sb))?;
@@ -214,7 +225,26 @@ fn on_data_ready(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     bump(COUNTER_MATCHED);
+    Some((dev as u64, ino))
+}
 
+/// A connect to the UNIX socket `sk` (the listener, or the datagram receiver): reported when
+/// the file it is bound to is watched.
+#[inline(always)]
+fn report_connect_to(sk: u64) -> Option<()> {
+    let dentry: u64 = read(sk, rodata!(OFFSETS.unix_sock_path_dentry))?;
+    if dentry == 0 {
+        return None; // abstract or unbound
+    }
+    let inode: u64 = read(dentry, rodata!(OFFSETS.dentry_inode))?;
+    let (dev, ino) = watched_inode(inode)?;
+    emit(kind::CONNECT, dev, ino, 0)
+}
+
+/// Emits an event for the current task, unless it is a host process and host processes are
+/// not wanted.
+#[inline(always)]
+fn emit(kind: u32, dev: u64, ino: u64, flags: u32) -> Option<()> {
     let task = unsafe { bpf_get_current_task() };
     let (mnt_ns, pid_ns) = namespaces(task)?;
     if !wanted(mnt_ns, pid_ns) {
@@ -225,27 +255,114 @@ fn on_data_ready(ctx: &TracePointContext) -> Option<()> {
         return None;
     };
     let event = entry.as_mut_ptr();
-    fill_task(event, kind::CONNECT, task, mnt_ns, pid_ns);
+    fill_task(event, kind, task, mnt_ns, pid_ns);
     unsafe {
-        addr_of_mut!((*event).dev).write(dev as u64);
+        addr_of_mut!((*event).dev).write(dev);
         addr_of_mut!((*event).ino).write(ino);
+        addr_of_mut!((*event).flags).write(flags);
     }
-    // The path the caller passed: connect(2)'s second argument, read from the syscall's
-    // saved registers while the caller is still inside connect().
+    requested_path(event, kind == kind::CONNECT);
+    entry.submit(0);
+    Some(())
+}
+
+/// The path the caller passed, read from the syscall's saved registers while it is still
+/// inside the syscall: connect(2)'s `sun_path`, or the filename of open/openat/openat2.
+#[inline(always)]
+fn requested_path(event: *mut Event, connect: bool) {
     let nr_offset = rodata!(OFFSETS.regs_syscall_nr);
-    if nr_offset != 0 {
-        let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-        let nr: u64 = read(regs, nr_offset).unwrap_or(u64::MAX);
-        if nr == rodata!(CONFIG.connect_syscall_nr) as u64 {
+    if nr_offset == 0 {
+        return;
+    }
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let nr = read::<u64>(regs, nr_offset).unwrap_or(u64::MAX) as u32;
+    if connect {
+        if nr == rodata!(CONFIG.connect_syscall_nr) {
             let uaddr: u64 = read(regs, rodata!(OFFSETS.regs_arg2)).unwrap_or(0);
             if uaddr != 0 {
                 // sockaddr_un: sa_family_t (2 bytes), then sun_path.
                 copy_user_path(event, uaddr + 2, SUN_PATH_LEN);
             }
         }
+        return;
     }
-    entry.submit(0);
-    Some(())
+    let arg = if nr == rodata!(CONFIG.open_syscall_nr) {
+        rodata!(OFFSETS.regs_arg1)
+    } else if nr == rodata!(CONFIG.openat_syscall_nr) || nr == rodata!(CONFIG.openat2_syscall_nr) {
+        rodata!(OFFSETS.regs_arg2)
+    } else {
+        return;
+    };
+    let filename: u64 = read(regs, arg).unwrap_or(0);
+    if filename != 0 {
+        copy_user_path(event, filename, PATH_LEN as u32);
+    }
+}
+
+// --- lsm and fentry backends: the security hooks themselves ---
+
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
+
+/// `security_file_open`: a socket inode first (one read decides for nearly every open), write
+/// intent next, then the watched map.
+#[inline(always)]
+fn on_file_open(file: u64) -> Option<()> {
+    let inode: u64 = read(file, rodata!(OFFSETS.file_inode))?;
+    let mode: u16 = read(inode, rodata!(OFFSETS.inode_mode))?;
+    if mode & S_IFMT != S_IFSOCK {
+        return None;
+    }
+    let flags: u32 = read(file, rodata!(OFFSETS.file_flags))?;
+    if flags & O_ACCMODE == 0 {
+        return None;
+    }
+    let (dev, ino) = watched_inode(inode)?;
+    emit(kind::OPEN, dev, ino, flags)
+}
+
+/// `security_unix_may_send(struct socket *sock, struct socket *other)`: datagram sends.
+#[inline(always)]
+fn on_unix_may_send(other: u64) -> Option<()> {
+    let sk: u64 = read(other, rodata!(OFFSETS.socket_sk))?;
+    report_connect_to(sk)
+}
+
+#[lsm(hook = "file_open")]
+pub fn lsm_file_open(ctx: LsmContext) -> i32 {
+    let _ = on_file_open(ctx.arg::<u64>(0));
+    0
+}
+
+#[lsm(hook = "unix_stream_connect")]
+pub fn lsm_unix_stream_connect(ctx: LsmContext) -> i32 {
+    // (struct sock *sock, struct sock *other, struct sock *newsk): `other` is the listener.
+    let _ = report_connect_to(ctx.arg::<u64>(1));
+    0
+}
+
+#[lsm(hook = "unix_may_send")]
+pub fn lsm_unix_may_send(ctx: LsmContext) -> i32 {
+    let _ = on_unix_may_send(ctx.arg::<u64>(1));
+    0
+}
+
+#[fentry(function = "security_file_open")]
+pub fn fentry_file_open(ctx: FEntryContext) -> u32 {
+    let _ = on_file_open(ctx.arg::<u64>(0));
+    0
+}
+
+#[fentry(function = "security_unix_stream_connect")]
+pub fn fentry_unix_stream_connect(ctx: FEntryContext) -> u32 {
+    let _ = report_connect_to(ctx.arg::<u64>(1));
+    0
+}
+
+#[fentry(function = "security_unix_may_send")]
+pub fn fentry_unix_may_send(ctx: FEntryContext) -> u32 {
+    let _ = on_unix_may_send(ctx.arg::<u64>(1));
+    0
 }
 
 // --- open(2) with write intent (opt-in: syscall tracepoints tax every syscall) ---

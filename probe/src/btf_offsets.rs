@@ -113,7 +113,7 @@ impl KernelBtf {
 
     /// Every offset the `tracepoint` backend needs.
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, OffsetError> {
-        let (regs_syscall_nr, regs_arg2) = self.syscall_regs();
+        let (regs_syscall_nr, regs_arg1, regs_arg2) = self.syscall_regs();
         Ok(KernelOffsets {
             sock_state: self.offset("sock", "__sk_common.skc_state")?,
             unix_sock_path_dentry: self.offset("unix_sock", "path.dentry")?,
@@ -130,41 +130,48 @@ impl KernelBtf {
             pid_ns_inum: self.offset("pid_namespace", "ns.inum")?,
             regs_syscall_nr,
             regs_arg2,
+            regs_arg1,
+            file_inode: self.offset("file", "f_inode")?,
+            file_flags: self.offset("file", "f_flags")?,
+            inode_mode: self.offset("inode", "i_mode")?,
+            socket_sk: self.offset("socket", "sk")?,
             _pad: 0,
         })
     }
 
-    /// Where `pt_regs` keeps the syscall number and second argument; (0, 0) where unknown,
-    /// which only turns off capture of the requested connect path.
-    fn syscall_regs(&self) -> (u32, u32) {
+    /// Where `pt_regs` keeps the syscall number and first two arguments; zeros where
+    /// unknown, which only turns off capture of requested paths.
+    fn syscall_regs(&self) -> (u32, u32, u32) {
         if cfg!(target_arch = "x86_64") {
-            match (
+            return match (
                 self.offset("pt_regs", "orig_ax"),
+                self.offset("pt_regs", "di"),
                 self.offset("pt_regs", "si"),
             ) {
-                (Ok(nr), Ok(arg2)) => return (nr, arg2),
-                _ => return (0, 0),
-            }
+                (Ok(nr), Ok(arg1), Ok(arg2)) => (nr, arg1, arg2),
+                _ => (0, 0, 0),
+            };
         }
         if cfg!(target_arch = "aarch64") {
-            // user_pt_regs.regs[1] is the second argument; syscallno follows pstate.
+            // user_pt_regs.regs[0..] hold the arguments; syscallno follows pstate.
             if let (Ok(regs), Ok(nr)) = (
                 self.offset("pt_regs", "regs"),
                 self.offset("pt_regs", "syscallno"),
             ) {
-                return (nr, regs + 8);
+                return (nr, regs, regs + 8);
             }
         }
-        (0, 0)
+        (0, 0, 0)
     }
 }
 
-/// The architecture's connect(2) syscall number.
-pub const fn connect_syscall_nr() -> u32 {
+/// The architecture's syscall numbers: (connect, open, openat, openat2). arm64 has no
+/// open(2) (`u32::MAX` never matches).
+pub const fn syscall_numbers() -> (u32, u32, u32, u32) {
     if cfg!(target_arch = "aarch64") {
-        203
+        (203, u32::MAX, 56, 437)
     } else {
-        42
+        (42, 2, 257, 437)
     }
 }
 
@@ -197,6 +204,7 @@ mod tests {
             // x86-64 pt_regs: r15..di (each 8 bytes); si is the 14th register, orig_ax the 16th.
             assert_eq!(offsets.regs_arg2, 13 * 8);
             assert_eq!(offsets.regs_syscall_nr, 15 * 8);
+            assert_eq!(offsets.regs_arg1, 14 * 8);
         }
     }
 

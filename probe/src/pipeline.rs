@@ -119,7 +119,9 @@ impl<S: FindingSink> Pipeline<S> {
 
     /// The watched socket an event touched, and how it was identified.
     fn watched_socket(&mut self, ev: &SocketEvent) -> Option<(ArmedSocket, Identity)> {
-        if ev.operation == Operation::Connect {
+        // Connects, and opens seen by the lsm/fentry hooks, carry the kernel's own identity
+        // of the socket file; tracepoint opens carry a path resolved here.
+        if ev.operation == Operation::Connect || ev.ino != 0 {
             let armer = self.armer.lock().unwrap_or_else(|p| p.into_inner());
             return armer
                 .lookup(ev.dev, ev.ino)

@@ -14,8 +14,8 @@ use tokio::{io::unix::AsyncFd, sync::watch};
 
 use crate::{
     attribution::CgroupIndex,
-    backend::{self, tracepoint, BackendKind, BackendRequest},
-    btf_offsets::{connect_syscall_nr, KernelBtf},
+    backend::{self, Backend, BackendKind, BackendRequest},
+    btf_offsets::{syscall_numbers, KernelBtf},
     cluster::{
         cri::{CriClient, DEFAULT_CRI_SOCKETS},
         owners::OwnerResolver,
@@ -125,30 +125,36 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if offsets.regs_syscall_nr == 0 {
         tracing::warn!("requested connect paths cannot be captured on this architecture");
     }
-    let (kind, reason) =
-        backend::select(args.backend, backend::availability_here).map_err(anyhow::Error::msg)?;
-    tracing::info!(backend = %kind, reason = %reason, "attach backend chosen");
-    if kind != BackendKind::Tracepoint {
-        bail!("backend {kind} is not built into this probe");
-    }
-
     let proc_root = args.host_root.join("proc");
     let (host_mnt_ns, host_pid_ns) = host_namespaces(&proc_root)?;
     tracing::info!(host_mnt_ns, host_pid_ns, "host namespaces");
 
     let _ = raise_memlock_limit();
-    let mut backend = tracepoint::TracepointBackend::load(&tracepoint::LoadOptions {
+    let syscalls = syscall_numbers();
+    let options = backend::LoadOptions {
         offsets,
         config: probe_common::ProbeConfig {
             host_mnt_ns,
             host_pid_ns,
             include_host: args.include_host as u32,
-            connect_syscall_nr: connect_syscall_nr(),
+            connect_syscall_nr: syscalls.0,
+            open_syscall_nr: syscalls.1,
+            openat_syscall_nr: syscalls.2,
+            openat2_syscall_nr: syscalls.3,
         },
         detect_open: args.detect_open,
-    })?;
+    };
+    // What actually loads decides, not what the kernel's configuration claims.
+    let (mut backend, kind, reason) = backend::select(args.backend, |kind| {
+        Backend::load(kind, &options).map_err(|e| format!("{e:#}").trim_end_matches([' ', '\n', ':']).replace(". Verifier output", "").to_string())
+    })
+    .map_err(anyhow::Error::msg)?;
+    tracing::info!(backend = %kind, reason = %reason, "attach backend chosen");
+    if kind != BackendKind::Tracepoint && args.detect_open {
+        tracing::info!("--detect-open is implied: the {kind} backend sees opens at no extra cost");
+    }
     let ring = backend.ring_buffer()?;
-    tracing::info!(detect_open = args.detect_open, "eBPF programs attached");
+    tracing::info!(backend = %kind, "eBPF programs attached");
 
     let metrics = Arc::new(Metrics::new()?);
     metrics
@@ -412,7 +418,7 @@ fn host_namespaces(proc_root: &std::path::Path) -> anyhow::Result<(u32, u32)> {
     }
 }
 
-fn rearm(armer: &Mutex<Armer>, backend: &Mutex<tracepoint::TracepointBackend>, metrics: &Metrics) {
+fn rearm(armer: &Mutex<Armer>, backend: &Mutex<Backend>, metrics: &Metrics) {
     let mut armer = armer.lock().unwrap_or_else(|p| p.into_inner());
     let mut backend = backend.lock().unwrap_or_else(|p| p.into_inner());
     for event in armer.refresh(&mut *backend) {

@@ -1,8 +1,21 @@
-//! Attach backends and how one is chosen. Every backend feeds the same ring-buffer events
-//! into the same decision core; only how the kernel is hooked differs.
+//! Attach backends and how one is chosen. Every backend loads the same eBPF object and feeds
+//! the same ring-buffer events into the same decision core; only how the kernel is hooked
+//! differs. Auto-selection tries what actually loads here, best first.
+pub mod security;
 pub mod tracepoint;
 
 use std::fmt;
+
+use anyhow::{anyhow, Context as _};
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    Ebpf, EbpfLoader,
+};
+use probe_common::{KernelOffsets, ProbeConfig, WatchedSocket, COUNTER_RINGBUF_DROPS};
+
+use crate::{rootfs::FileId, sockets::WatchedSet};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockwarden"));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendRequest {
@@ -35,15 +48,13 @@ impl fmt::Display for BackendKind {
     }
 }
 
-/// Whether a backend can run here, and if not, why.
-pub type Availability = Result<(), String>;
-
-/// Picks the best backend that is available, in the order lsm > fentry > tracepoint, or the
-/// one asked for. Returns the choice and a sentence saying why, for logs and status.
-pub fn select(
+/// Tries backends in the order lsm > fentry > tracepoint (or only the one asked for) and
+/// returns the first that `try_load` brings up, with a sentence saying why, for logs and
+/// status.
+pub fn select<T>(
     request: BackendRequest,
-    available: impl Fn(BackendKind) -> Availability,
-) -> Result<(BackendKind, String), String> {
+    mut try_load: impl FnMut(BackendKind) -> Result<T, String>,
+) -> Result<(T, BackendKind, String), String> {
     let forced = match request {
         BackendRequest::Auto => None,
         BackendRequest::Lsm => Some(BackendKind::Lsm),
@@ -51,52 +62,98 @@ pub fn select(
         BackendRequest::Tracepoint => Some(BackendKind::Tracepoint),
     };
     if let Some(kind) = forced {
-        return match available(kind) {
-            Ok(()) => Ok((kind, format!("--backend {kind} was requested"))),
+        return match try_load(kind) {
+            Ok(t) => Ok((t, kind, format!("--backend {kind} was requested"))),
             Err(why) => Err(format!("--backend {kind} cannot run on this node: {why}")),
         };
     }
     let mut refused = Vec::new();
-    for kind in [
-        BackendKind::Lsm,
-        BackendKind::Fentry,
-        BackendKind::Tracepoint,
-    ] {
-        match available(kind) {
-            Ok(()) if refused.is_empty() => {
-                return Ok((
-                    kind,
-                    format!("{kind} is the best backend and it is available"),
-                ))
+    for kind in [BackendKind::Lsm, BackendKind::Fentry, BackendKind::Tracepoint] {
+        match try_load(kind) {
+            Ok(t) if refused.is_empty() => {
+                return Ok((t, kind, format!("{kind} is the best backend and it loads here")))
             }
-            Ok(()) => return Ok((kind, format!("{kind} chosen; {}", refused.join("; ")))),
+            Ok(t) => return Ok((t, kind, format!("{kind} chosen; {}", refused.join("; ")))),
             Err(why) => refused.push(format!("{kind} unavailable: {why}")),
         }
     }
-    Err(format!(
-        "no backend can run on this node: {}",
-        refused.join("; ")
-    ))
+    Err(format!("no backend can run on this node: {}", refused.join("; ")))
 }
 
-/// What this build can do: `lsm` and `fentry` attach layers are not part of it yet.
-pub fn availability_here(kind: BackendKind) -> Availability {
-    match kind {
-        BackendKind::Lsm | BackendKind::Fentry => {
-            Err("this build of sockwarden-probe has no such attach layer yet".to_string())
+pub struct LoadOptions {
+    pub offsets: KernelOffsets,
+    pub config: ProbeConfig,
+    /// Tracepoint backend only: attach syscall tracepoints for opens.
+    pub detect_open: bool,
+}
+
+/// The loaded programs and the maps user space works with.
+pub struct Backend {
+    ebpf: Ebpf,
+    watched: BpfHashMap<MapData, u64, WatchedSocket>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+impl Backend {
+    /// Loads the object and attaches `kind`'s programs. On failure everything attached so far
+    /// is detached again (the object is dropped).
+    pub fn load(kind: BackendKind, opts: &LoadOptions) -> anyhow::Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .override_global("OFFSETS", &opts.offsets, true)
+            .override_global("CONFIG", &opts.config, true)
+            .load(OBJECT)
+            .map_err(|e| anyhow!("loading the eBPF object failed: {e}"))?;
+        match kind {
+            BackendKind::Tracepoint => tracepoint::attach(&mut ebpf, opts.detect_open)?,
+            BackendKind::Lsm => security::attach_lsm(&mut ebpf)?,
+            BackendKind::Fentry => security::attach_fentry(&mut ebpf)?,
         }
-        BackendKind::Tracepoint => tracepoint::available(),
+        let watched = BpfHashMap::try_from(take(&mut ebpf, "WATCHED")?)?;
+        let counters = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)?;
+        Ok(Self { ebpf, watched, counters })
     }
+
+    pub fn ring_buffer(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        Ok(RingBuf::try_from(take(&mut self.ebpf, "EVENTS")?)?)
+    }
+
+    /// Events the kernel could not queue because the ring buffer was full (all CPUs).
+    pub fn ringbuf_drops(&self) -> u64 {
+        self.counters
+            .get(&COUNTER_RINGBUF_DROPS, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
+}
+
+impl WatchedSet for Backend {
+    fn arm(&mut self, id: &FileId) -> anyhow::Result<()> {
+        self.watched
+            .insert(id.ino, WatchedSocket { dev: id.kernel_dev }, 0)
+            .context("updating the WATCHED map")
+    }
+
+    fn disarm(&mut self, id: &FileId) -> anyhow::Result<()> {
+        match self.watched.remove(&id.ino) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).context("updating the WATCHED map"),
+        }
+    }
+}
+
+fn take(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .ok_or_else(|| anyhow!("the eBPF object has no map {name}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn only(ok: &'static [BackendKind]) -> impl Fn(BackendKind) -> Availability {
+    fn only(ok: &'static [BackendKind]) -> impl FnMut(BackendKind) -> Result<BackendKind, String> {
         move |k| {
             if ok.contains(&k) {
-                Ok(())
+                Ok(k)
             } else {
                 Err(format!("{k} refused"))
             }
@@ -111,30 +168,35 @@ mod tests {
             (&[Fentry, Tracepoint], Some(Fentry)),
             (&[Tracepoint], Some(Tracepoint)),
             (&[Lsm], Some(Lsm)),
+            (&[Fentry], Some(Fentry)),
             (&[], None),
         ];
         for (ok, want) in table {
             let got = select(BackendRequest::Auto, only(ok));
-            assert_eq!(
-                got.as_ref().ok().map(|(k, _)| *k),
-                *want,
-                "available {ok:?}"
-            );
+            assert_eq!(got.as_ref().ok().map(|(_, k, _)| *k), *want, "available {ok:?}");
+            if let Ok((loaded, kind, _)) = got {
+                assert_eq!(loaded, kind, "the loaded backend is the one reported");
+            }
         }
-        let (_, why) = select(BackendRequest::Auto, only(&[Tracepoint])).unwrap();
-        assert!(why.contains("lsm unavailable: lsm refused"), "{why}");
-        assert!(why.contains("fentry unavailable"), "{why}");
+        let (_, _, why) = select(BackendRequest::Auto, only(&[Tracepoint])).unwrap();
+        assert_eq!(why, "tracepoint chosen; lsm unavailable: lsm refused; fentry unavailable: fentry refused");
+        let (_, _, why) = select(BackendRequest::Auto, only(&[Lsm, Tracepoint])).unwrap();
+        assert_eq!(why, "lsm is the best backend and it loads here");
+        let err = select(BackendRequest::Auto, only(&[])).unwrap_err();
+        assert!(err.starts_with("no backend can run on this node: lsm unavailable"), "{err}");
     }
 
     #[test]
-    fn a_forced_backend_fails_clearly_when_it_cannot_run() {
-        let err = select(BackendRequest::Lsm, only(&[BackendKind::Tracepoint])).unwrap_err();
-        assert!(
-            err.starts_with("--backend lsm cannot run on this node"),
-            "{err}"
-        );
-        let (kind, _) =
-            select(BackendRequest::Tracepoint, only(&[BackendKind::Tracepoint])).unwrap();
+    fn a_forced_backend_is_the_only_one_tried_and_fails_clearly() {
+        let mut tried = Vec::new();
+        let err = select(BackendRequest::Lsm, |k| {
+            tried.push(k);
+            Err::<(), _>("EPERM".to_string())
+        })
+        .unwrap_err();
+        assert_eq!(tried, [BackendKind::Lsm]);
+        assert_eq!(err, "--backend lsm cannot run on this node: EPERM");
+        let (_, kind, _) = select(BackendRequest::Tracepoint, only(&[BackendKind::Tracepoint])).unwrap();
         assert_eq!(kind, BackendKind::Tracepoint);
     }
 }

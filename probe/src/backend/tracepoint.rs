@@ -9,17 +9,8 @@
 //! - attribution: `cgroup:cgroup_mkdir`.
 use std::path::Path;
 
-use anyhow::{anyhow, Context as _};
-use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
-    Ebpf, EbpfLoader,
-};
-use probe_common::{KernelOffsets, ProbeConfig, WatchedSocket, COUNTER_RINGBUF_DROPS};
-
-use crate::{rootfs::FileId, sockets::WatchedSet};
-
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockwarden"));
+use anyhow::anyhow;
+use aya::{programs::TracePoint, Ebpf};
 
 const TRACEFS: &[&str] = &["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
@@ -49,86 +40,31 @@ pub fn available() -> Result<(), String> {
     Ok(())
 }
 
-pub struct LoadOptions {
-    pub offsets: KernelOffsets,
-    pub config: ProbeConfig,
-    pub detect_open: bool,
-}
-
-pub struct TracepointBackend {
-    ebpf: Ebpf,
-    watched: BpfHashMap<MapData, u64, WatchedSocket>,
-    counters: PerCpuArray<MapData, u64>,
-}
-
-impl TracepointBackend {
-    pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
-        let mut ebpf = EbpfLoader::new()
-            .override_global("OFFSETS", &opts.offsets, true)
-            .override_global("CONFIG", &opts.config, true)
-            .load(OBJECT)
-            .map_err(|e| anyhow!("loading the eBPF object failed: {e}"))?;
-        attach(&mut ebpf, "sk_data_ready", "sock", "sk_data_ready")?;
-        attach(&mut ebpf, "cgroup_mkdir", "cgroup", "cgroup_mkdir")?;
-        if opts.detect_open {
-            for (prog, name) in [
-                ("enter_openat", "sys_enter_openat"),
-                ("exit_openat", "sys_exit_openat"),
-                ("enter_openat2", "sys_enter_openat2"),
-                ("exit_openat2", "sys_exit_openat2"),
-                ("enter_open", "sys_enter_open"),
-                ("exit_open", "sys_exit_open"),
-            ] {
-                if tracepoint_exists("syscalls", name) {
-                    attach(&mut ebpf, prog, "syscalls", name)?;
-                } else {
-                    tracing::debug!(tracepoint = name, "not on this architecture; skipped");
-                }
+/// Attaches the tracepoint programs: connect detection, attribution, and (opt-in) opens.
+pub fn attach(ebpf: &mut Ebpf, detect_open: bool) -> anyhow::Result<()> {
+    available().map_err(anyhow::Error::msg)?;
+    attach_tracepoint(ebpf, "sk_data_ready", "sock", "sk_data_ready")?;
+    attach_tracepoint(ebpf, "cgroup_mkdir", "cgroup", "cgroup_mkdir")?;
+    if detect_open {
+        for (prog, name) in [
+            ("enter_openat", "sys_enter_openat"),
+            ("exit_openat", "sys_exit_openat"),
+            ("enter_openat2", "sys_enter_openat2"),
+            ("exit_openat2", "sys_exit_openat2"),
+            ("enter_open", "sys_enter_open"),
+            ("exit_open", "sys_exit_open"),
+        ] {
+            if tracepoint_exists("syscalls", name) {
+                attach_tracepoint(ebpf, prog, "syscalls", name)?;
+            } else {
+                tracing::debug!(tracepoint = name, "not on this architecture; skipped");
             }
         }
-        let watched = BpfHashMap::try_from(take(&mut ebpf, "WATCHED")?)?;
-        let counters = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)?;
-        Ok(Self {
-            ebpf,
-            watched,
-            counters,
-        })
     }
-
-    pub fn ring_buffer(&mut self) -> anyhow::Result<RingBuf<MapData>> {
-        Ok(RingBuf::try_from(take(&mut self.ebpf, "EVENTS")?)?)
-    }
-
-    /// Events the kernel could not queue because the ring buffer was full (all CPUs).
-    pub fn ringbuf_drops(&self) -> u64 {
-        self.counters
-            .get(&COUNTER_RINGBUF_DROPS, 0)
-            .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0)
-    }
+    Ok(())
 }
 
-impl WatchedSet for TracepointBackend {
-    fn arm(&mut self, id: &FileId) -> anyhow::Result<()> {
-        self.watched
-            .insert(id.ino, WatchedSocket { dev: id.kernel_dev }, 0)
-            .context("updating the WATCHED map")
-    }
-
-    fn disarm(&mut self, id: &FileId) -> anyhow::Result<()> {
-        match self.watched.remove(&id.ino) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e).context("updating the WATCHED map"),
-        }
-    }
-}
-
-fn take(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
-    ebpf.take_map(name)
-        .ok_or_else(|| anyhow!("the eBPF object has no map {name}"))
-}
-
-fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> anyhow::Result<()> {
+pub fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> anyhow::Result<()> {
     let prog: &mut TracePoint = ebpf
         .program_mut(program)
         .ok_or_else(|| anyhow!("the eBPF object has no program {program}"))?
