@@ -12,7 +12,7 @@ fi
 
 # --- Debian packages: container runtimes and what test images are made of ---
 need_pkgs=()
-for pkg in docker.io containerd busybox-static gcc libc6-dev protobuf-compiler; do
+for pkg in docker.io containerd busybox-static gcc libc6-dev protobuf-compiler qemu-system-x86 cpio binutils; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --workspace --exclude probe-ebpf --locked
+cargo test --workspace --exclude probe-ebpf --locked -- --skip debian_vm
+# lsm and fentry backends in a VM booting Debian's kernel; prints kernel version and overhead
+cargo test -p probe --test vm_backends --locked -- --nocapture
 # The committed CRDs against the Kubernetes apiextensions schema (strict: no unknown fields).
 kubernetes-validate --strict crds/*.yaml
 bash scripts/smoke-standalone.sh

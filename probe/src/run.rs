@@ -146,7 +146,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     // What actually loads decides, not what the kernel's configuration claims.
     let (mut backend, kind, reason) = backend::select(args.backend, |kind| {
-        Backend::load(kind, &options).map_err(|e| format!("{e:#}").trim_end_matches([' ', '\n', ':']).replace(". Verifier output", "").to_string())
+        Backend::load(kind, &options).map_err(|e| {
+            format!("{e:#}")
+                .trim_end_matches([' ', '\n', ':'])
+                .replace(". Verifier output", "")
+                .to_string()
+        })
     })
     .map_err(anyhow::Error::msg)?;
     tracing::info!(backend = %kind, reason = %reason, "attach backend chosen");

@@ -68,16 +68,27 @@ pub fn select<T>(
         };
     }
     let mut refused = Vec::new();
-    for kind in [BackendKind::Lsm, BackendKind::Fentry, BackendKind::Tracepoint] {
+    for kind in [
+        BackendKind::Lsm,
+        BackendKind::Fentry,
+        BackendKind::Tracepoint,
+    ] {
         match try_load(kind) {
             Ok(t) if refused.is_empty() => {
-                return Ok((t, kind, format!("{kind} is the best backend and it loads here")))
+                return Ok((
+                    t,
+                    kind,
+                    format!("{kind} is the best backend and it loads here"),
+                ))
             }
             Ok(t) => return Ok((t, kind, format!("{kind} chosen; {}", refused.join("; ")))),
             Err(why) => refused.push(format!("{kind} unavailable: {why}")),
         }
     }
-    Err(format!("no backend can run on this node: {}", refused.join("; ")))
+    Err(format!(
+        "no backend can run on this node: {}",
+        refused.join("; ")
+    ))
 }
 
 pub struct LoadOptions {
@@ -110,7 +121,11 @@ impl Backend {
         }
         let watched = BpfHashMap::try_from(take(&mut ebpf, "WATCHED")?)?;
         let counters = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)?;
-        Ok(Self { ebpf, watched, counters })
+        Ok(Self {
+            ebpf,
+            watched,
+            counters,
+        })
     }
 
     pub fn ring_buffer(&mut self) -> anyhow::Result<RingBuf<MapData>> {
@@ -173,17 +188,27 @@ mod tests {
         ];
         for (ok, want) in table {
             let got = select(BackendRequest::Auto, only(ok));
-            assert_eq!(got.as_ref().ok().map(|(_, k, _)| *k), *want, "available {ok:?}");
+            assert_eq!(
+                got.as_ref().ok().map(|(_, k, _)| *k),
+                *want,
+                "available {ok:?}"
+            );
             if let Ok((loaded, kind, _)) = got {
                 assert_eq!(loaded, kind, "the loaded backend is the one reported");
             }
         }
         let (_, _, why) = select(BackendRequest::Auto, only(&[Tracepoint])).unwrap();
-        assert_eq!(why, "tracepoint chosen; lsm unavailable: lsm refused; fentry unavailable: fentry refused");
+        assert_eq!(
+            why,
+            "tracepoint chosen; lsm unavailable: lsm refused; fentry unavailable: fentry refused"
+        );
         let (_, _, why) = select(BackendRequest::Auto, only(&[Lsm, Tracepoint])).unwrap();
         assert_eq!(why, "lsm is the best backend and it loads here");
         let err = select(BackendRequest::Auto, only(&[])).unwrap_err();
-        assert!(err.starts_with("no backend can run on this node: lsm unavailable"), "{err}");
+        assert!(
+            err.starts_with("no backend can run on this node: lsm unavailable"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -196,7 +221,8 @@ mod tests {
         .unwrap_err();
         assert_eq!(tried, [BackendKind::Lsm]);
         assert_eq!(err, "--backend lsm cannot run on this node: EPERM");
-        let (_, kind, _) = select(BackendRequest::Tracepoint, only(&[BackendKind::Tracepoint])).unwrap();
+        let (_, kind, _) =
+            select(BackendRequest::Tracepoint, only(&[BackendKind::Tracepoint])).unwrap();
         assert_eq!(kind, BackendKind::Tracepoint);
     }
 }

@@ -64,7 +64,12 @@ pub fn attach(ebpf: &mut Ebpf, detect_open: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> anyhow::Result<()> {
+pub fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &str,
+    category: &str,
+    name: &str,
+) -> anyhow::Result<()> {
     let prog: &mut TracePoint = ebpf
         .program_mut(program)
         .ok_or_else(|| anyhow!("the eBPF object has no program {program}"))?

@@ -8,6 +8,8 @@
  *   swclient serve PATH          bind and listen at PATH (a decoy), accept forever
  *   swclient decoy PATH          bind PATH, then connect to it ourselves and send
  *   swclient touch-connect PATH  connect and close without sending a byte
+ *   swclient bench-open FILE     ns per open()+close() of a regular file (median of batches)
+ *   swclient bench-connect PATH  ns per connect() to an unrelated listener it makes at PATH
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char REQUEST[] = "GET /v1.40/containers/json HTTP/1.0\r\nHost: docker\r\n\r\n";
@@ -58,6 +61,45 @@ static int listen_at(const char *path) {
     return fd;
 }
 
+static long long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int cmp_ll(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median over 9 batches of 2000 operations, in ns per operation. */
+static long long bench(int connect_mode, const char *path) {
+    enum { BATCHES = 9, OPS = 2000 };
+    long long per_batch[BATCHES];
+    int listener = connect_mode ? listen_at(path) : -1;
+    for (int b = 0; b < BATCHES; b++) {
+        long long t0 = now_ns();
+        for (int i = 0; i < OPS; i++) {
+            if (connect_mode) {
+                struct sockaddr_un addr = {.sun_family = AF_UNIX};
+                strncpy(addr.sun_path, path, sizeof(addr.sun_path) - 1);
+                int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+                if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) exit(1);
+                int c = accept(listener, NULL, NULL);
+                close(c);
+                close(fd);
+            } else {
+                int fd = open(path, O_RDONLY);
+                if (fd < 0) exit(1);
+                close(fd);
+            }
+        }
+        per_batch[b] = (now_ns() - t0) / OPS;
+    }
+    qsort(per_batch, BATCHES, sizeof(per_batch[0]), cmp_ll);
+    return per_batch[BATCHES / 2];
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: swclient connect|connect-fd|open|serve|decoy|touch-connect PATH\n");
@@ -75,6 +117,14 @@ int main(int argc, char **argv) {
         char proc_path[64];
         snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", pfd);
         return unix_connect(proc_path, 1);
+    }
+    if (!strcmp(mode, "bench-open")) {
+        printf("%lld\n", bench(0, path));
+        return 0;
+    }
+    if (!strcmp(mode, "bench-connect")) {
+        printf("%lld\n", bench(1, path));
+        return 0;
     }
     if (!strcmp(mode, "open")) {
         int fd = open(path, O_RDWR);
