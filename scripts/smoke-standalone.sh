@@ -1,37 +1,18 @@
 #!/usr/bin/env bash
 # End-to-end check of README command 1 on this machine: with a Docker Engine on its usual
-# socket, `scripts/run.sh` must report a container's docker.sock connect within a second.
+# socket (run it under scripts/with-dockerd.sh), `scripts/run.sh` must report a container's
+# docker.sock connect within a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d /tmp/sw-smoke.XXXXXX)
-started_dockerd=""
 probe_pid=""
 cleanup() {
   [ -n "$probe_pid" ] && kill "$probe_pid" 2>/dev/null && wait "$probe_pid" 2>/dev/null || true
-  if [ -n "$started_dockerd" ]; then
-    kill "$started_dockerd" 2>/dev/null || true
-    wait "$started_dockerd" 2>/dev/null || true
-  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-if ! docker version >/dev/null 2>&1; then
-  echo "[smoke] starting dockerd on /run/docker.sock" >&2
-  dockerd --iptables=false --ip6tables=false --bridge=none --ip-forward=false --ip-masq=false \
-    >"$work/dockerd.log" 2>&1 &
-  started_dockerd=$!
-  for _ in $(seq 1 120); do docker version >/dev/null 2>&1 && break; sleep 0.25; done
-  docker version >/dev/null 2>&1 || { cat "$work/dockerd.log" >&2; exit 1; }
-fi
-
-# A test image without a registry: busybox-static plus the static test client.
-mkdir -p "$work/rootfs/bin" "$work/rootfs/var/run" "$work/rootfs/tmp"
-cp /bin/busybox "$work/rootfs/bin/busybox"
-ln -s busybox "$work/rootfs/bin/sh"
-gcc -static -O2 -o "$work/rootfs/swclient" probe/tests/client/swclient.c
-tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
-docker import "$work/rootfs.tar" sockwarden-smoke:latest >/dev/null
+bash scripts/attacker-image.sh sockwarden-smoke:latest
 
 bash scripts/run.sh --format json --listen 127.0.0.1:0 >"$work/findings.json" 2>"$work/probe.log" &
 probe_pid=$!

@@ -1,8 +1,10 @@
 //! The probe DaemonSet: one per cluster, in the operator's namespace, applied by server-side
 //! apply. Narrow privileges instead of `privileged: true`: the probe needs CAP_BPF and
 //! CAP_PERFMON to load and attach programs, CAP_SYS_ADMIN where the kernel still gates
-//! tracing programs on it, CAP_SYS_RESOURCE for memlock on older kernels, CAP_SYS_PTRACE and
-//! CAP_DAC_READ_SEARCH to read other processes' /proc entries (namespaces, root, exe).
+//! tracing programs on it, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to read other processes'
+//! /proc entries (namespaces, root, exe). Not CAP_SYS_RESOURCE: BPF memory is charged to the
+//! cgroup since Linux 5.11, the probe's memlock raise is best effort, and some runtimes'
+//! bounding sets lack it, which would stop the pod from starting at all.
 use std::collections::BTreeSet;
 
 use api::DockerSocketPolicy;
@@ -144,7 +146,7 @@ pub fn probe_daemonset(settings: &ProbeSettings, policies: &[&DockerSocketPolicy
                 "runAsUser": 0,
                 "capabilities": {
                     "drop": ["ALL"],
-                    "add": ["BPF", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE", "SYS_PTRACE", "DAC_READ_SEARCH"],
+                    "add": ["BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"],
                 },
                 // Runtime default seccomp profiles refuse bpf(2)/perf_event_open on some
                 // runtimes; the capabilities above are the real boundary.
@@ -207,9 +209,13 @@ mod tests {
             .iter()
             .map(|x| x.as_str().unwrap())
             .collect();
-        for cap in ["BPF", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE"] {
+        for cap in ["BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE"] {
             assert!(caps.contains(&cap), "{cap} missing");
         }
+        assert!(
+            !caps.contains(&"SYS_RESOURCE"),
+            "memlock is charged to the cgroup on current kernels"
+        );
         assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
         assert_eq!(
             c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],

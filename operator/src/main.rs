@@ -66,22 +66,16 @@ enum LogFormat {
 enum Command {
     /// Connect to the cluster and reconcile until SIGTERM.
     Run(RunArgs),
+    /// Print the probe DaemonSet this operator would apply (no cluster needed), for review
+    /// and security scanning.
+    RenderDaemonset(ProbeArgs),
 }
 
-#[derive(clap::Args)]
-struct RunArgs {
+#[derive(clap::Args, Clone)]
+struct ProbeArgs {
     /// Namespace of the operator and the probe DaemonSet.
     #[arg(long, env = "POD_NAMESPACE", default_value = "sockwarden-system")]
     namespace: String,
-    /// This replica's identity in leader election.
-    #[arg(long, env = "POD_NAME")]
-    identity: Option<String>,
-    /// Address for /healthz, /readyz and /metrics.
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    listen: SocketAddr,
-    /// Run without leader election (a single replica only).
-    #[arg(long)]
-    no_leader_election: bool,
     #[arg(long, default_value_t = ProbeSettings::default().image)]
     probe_image: String,
     #[arg(long, default_value = "IfNotPresent")]
@@ -94,6 +88,36 @@ struct RunArgs {
     /// Let probes detect opens through syscall tracepoints where no LSM backend exists (costs every syscall).
     #[arg(long)]
     probe_detect_open: bool,
+}
+
+impl ProbeArgs {
+    fn settings(&self) -> ProbeSettings {
+        ProbeSettings {
+            namespace: self.namespace.clone(),
+            image: self.probe_image.clone(),
+            image_pull_policy: self.probe_image_pull_policy.clone(),
+            service_account: self.probe_service_account.clone(),
+            priority_class: (!self.probe_priority_class.is_empty())
+                .then(|| self.probe_priority_class.clone()),
+            detect_open: self.probe_detect_open,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    probe: ProbeArgs,
+    /// This replica's identity in leader election.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Run without leader election (a single replica only).
+    #[arg(long)]
+    no_leader_election: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -115,7 +139,22 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let Command::Run(args) = cli.command;
+    let args = match cli.command {
+        Command::Run(args) => args,
+        Command::RenderDaemonset(probe) => {
+            let ds = probe_daemonset(&probe.settings(), &[]);
+            match serde_yaml_ng::to_string(&ds) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    return std::process::ExitCode::SUCCESS;
+                }
+                Err(e) => {
+                    eprintln!("sockwarden-operator: rendering the DaemonSet failed: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     match runtime.block_on(run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -149,22 +188,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     tokio::spawn(async move { axum::serve(listener, server::router(health)).await });
 
-    let settings = ProbeSettings {
-        namespace: args.namespace.clone(),
-        image: args.probe_image.clone(),
-        image_pull_policy: args.probe_image_pull_policy.clone(),
-        service_account: args.probe_service_account.clone(),
-        priority_class: (!args.probe_priority_class.is_empty())
-            .then(|| args.probe_priority_class.clone()),
-        detect_open: args.probe_detect_open,
-        ..Default::default()
-    };
+    let settings = args.probe.settings();
+    let namespace = args.probe.namespace.clone();
 
     // Wait for leadership; keep renewing it in the background, and stop if it is lost.
     ready.store(true, std::sync::atomic::Ordering::Release);
     if !args.no_leader_election {
         let elector = LeaderElector::new(
-            Api::<Lease>::namespaced(client.clone(), &args.namespace),
+            Api::<Lease>::namespaced(client.clone(), &namespace),
             "sockwarden-operator",
             &identity,
             Duration::from_secs(15),
@@ -207,7 +238,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let policies: Api<DockerSocketPolicy> = Api::all(client.clone());
     let findings: Api<DockerAbuseFinding> = Api::all(client.clone());
-    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), &args.namespace);
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), &namespace);
 
     // The probe runs (audit, built-in defaults) even before any policy exists.
     daemonsets

@@ -402,7 +402,8 @@ where
 }
 
 /// The host's mount and PID namespaces: those of pid 1, or, where pid 1 cannot be inspected
-/// (a sandbox that hides it), our own when we run on the host file system.
+/// (a sandbox that hides it), those of pid 2 — kthreadd, a kernel thread, always in the
+/// initial namespaces — or last our own, when we run on the host's /proc.
 fn host_namespaces(proc_root: &std::path::Path) -> anyhow::Result<(u32, u32)> {
     let of = |pid: &str| -> std::io::Result<(u32, u32)> {
         Ok((
@@ -410,17 +411,25 @@ fn host_namespaces(proc_root: &std::path::Path) -> anyhow::Result<(u32, u32)> {
             procinfo::namespace_inum(&proc_root.join(pid).join("ns/pid"))?,
         ))
     };
-    match of("1") {
-        Ok(ns) => Ok(ns),
-        Err(e) if proc_root == std::path::Path::new("/proc") => {
-            tracing::warn!(error = %e, "cannot read pid 1's namespaces; taking this process's as the host's");
-            Ok(of("self")?)
+    let first_error = match of("1") {
+        Ok(ns) => return Ok(ns),
+        Err(e) => e,
+    };
+    let kthreadd = std::fs::read_to_string(proc_root.join("2/comm")).unwrap_or_default();
+    if kthreadd.trim() == "kthreadd" {
+        if let Ok(ns) = of("2") {
+            tracing::info!(error = %first_error, "pid 1's namespaces are hidden; using kthreadd's (pid 2)");
+            return Ok(ns);
         }
-        Err(e) => Err(e).context(format!(
-            "reading the host's namespaces from {}/1/ns (in a pod: hostPID: true and --host-root)",
-            proc_root.display()
-        )),
     }
+    if proc_root == std::path::Path::new("/proc") {
+        tracing::warn!(error = %first_error, "cannot read pid 1's namespaces; taking this process's as the host's");
+        return Ok(of("self")?);
+    }
+    Err(first_error).context(format!(
+        "reading the host's namespaces from {}/1/ns (in a pod: hostPID: true and --host-root)",
+        proc_root.display()
+    ))
 }
 
 fn rearm(armer: &Mutex<Armer>, backend: &Mutex<Backend>, metrics: &Metrics) {

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds the images and proves them: both answer --version; the probe image, run with exactly
+# the privileges, host mounts and arguments of the operator's DaemonSet, detects an attack
+# from another container. Run under scripts/with-dockerd.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+bash scripts/images.sh >/dev/null
+docker run --rm "sockwarden-probe:$version" --version | grep -qx "sockwarden-probe $version"
+docker run --rm "sockwarden-operator:$version" --version | grep -qx "sockwarden-operator $version"
+echo "[images] sockwarden-probe:$version and sockwarden-operator:$version answer --version"
+
+# The chart's default image references are these tags.
+grep -q "^appVersion: \"$version\"" charts/sockwarden/Chart.yaml
+
+opts=()
+args=()
+seen_sep=""
+while IFS= read -r line; do
+  if [ "$line" = "--" ]; then seen_sep=1; continue; fi
+  if [ -n "$seen_sep" ]; then args+=("$line"); else opts+=("$line"); fi
+done < <("target/x86_64-unknown-linux-musl/release/sockwarden-operator" render-daemonset \
+           --probe-image "sockwarden-probe:$version" | python3 scripts/daemonset-to-docker.py)
+
+name=sw-probe-image-test
+docker rm -f "$name" >/dev/null 2>&1 || true
+trap 'docker rm -f "$name" >/dev/null 2>&1 || true' EXIT
+docker run -d --name "$name" "${opts[@]}" "sockwarden-probe:$version" "${args[@]}" >/dev/null
+for _ in $(seq 1 120); do
+  docker logs "$name" 2>&1 | grep -q "watching socket" && break
+  sleep 0.5
+done
+docker logs "$name" 2>&1 | grep -q "watching socket" || { docker logs "$name" >&2; exit 1; }
+
+bash scripts/attacker-image.sh sockwarden-smoke:latest
+cid=$(docker run -d --network none -v /var/run/docker.sock:/tmp/innocent.sock \
+  sockwarden-smoke:latest /swclient connect /tmp/innocent.sock)
+for _ in $(seq 1 40); do
+  docker logs "$name" 2>/dev/null | grep -q "\"id\":\"$cid\"" && break
+  sleep 0.25
+done
+docker rm -f "$cid" >/dev/null
+if docker logs "$name" 2>/dev/null | grep "\"id\":\"$cid\"" | grep -q '"requestedPath":"/tmp/innocent.sock"'; then
+  echo "[images] the probe image with the DaemonSet's pod spec detected container ${cid:0:12}: ok"
+else
+  echo "[images] no finding for $cid from the probe image" >&2
+  docker logs "$name" >&2
+  exit 1
+fi
