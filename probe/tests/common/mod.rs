@@ -157,9 +157,14 @@ impl Docker {
         }
     }
 
-    /// Stops and starts the daemon: its socket file is recreated with a new inode.
+    /// Stops and starts the daemon, which recreates its socket file. The file system may
+    /// hand the freed inode number straight back; files made in between take it, so the new
+    /// socket gets a new inode, as a restart on a busy host does.
     pub fn restart(&mut self) {
         self.stop();
+        for i in 0..8 {
+            let _ = std::fs::write(self.dir.join(format!("inode-placeholder-{i}")), b"");
+        }
         self.spawn();
     }
 
