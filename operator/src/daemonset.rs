@@ -26,6 +26,7 @@ pub struct ProbeSettings {
     pub detect_open: bool,
     pub cpu_request: String,
     pub memory_request: String,
+    pub cpu_limit: String,
     pub memory_limit: String,
 }
 
@@ -40,6 +41,7 @@ impl Default for ProbeSettings {
             detect_open: false,
             cpu_request: "50m".into(),
             memory_request: "64Mi".into(),
+            cpu_limit: "500m".into(),
             memory_limit: "256Mi".into(),
         }
     }
@@ -123,6 +125,8 @@ pub fn probe_daemonset(settings: &ProbeSettings, policies: &[&DockerSocketPolicy
 
     let mut pod_spec = json!({
         "hostPID": true,
+        // Root is required: loading eBPF and reading every process's /proc entries.
+        "securityContext": {"runAsUser": 0, "runAsNonRoot": false},
         "serviceAccountName": settings.service_account,
         "automountServiceAccountToken": true,
         "tolerations": [{"operator": "Exists"}],
@@ -137,7 +141,7 @@ pub fn probe_daemonset(settings: &ProbeSettings, policies: &[&DockerSocketPolicy
             "livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 20, "failureThreshold": 3},
             "resources": {
                 "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
-                "limits": {"memory": settings.memory_limit},
+                "limits": {"cpu": settings.cpu_limit, "memory": settings.memory_limit},
             },
             "securityContext": {
                 "privileged": false,
@@ -148,9 +152,9 @@ pub fn probe_daemonset(settings: &ProbeSettings, policies: &[&DockerSocketPolicy
                     "drop": ["ALL"],
                     "add": ["BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"],
                 },
-                // Runtime default seccomp profiles refuse bpf(2)/perf_event_open on some
-                // runtimes; the capabilities above are the real boundary.
-                "seccompProfile": {"type": "Unconfined"},
+                // The runtimes' default profiles allow bpf(2) and perf_event_open(2) to a
+                // container holding CAP_SYS_ADMIN (or CAP_BPF/CAP_PERFMON).
+                "seccompProfile": {"type": "RuntimeDefault"},
             },
             "volumeMounts": mounts,
         }],
