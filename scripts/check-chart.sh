@@ -15,6 +15,8 @@ for f in crds/*.yaml; do
 done
 
 helm lint --strict "$chart"
+# README's install command, client-side (no cluster here)
+helm install sockwarden "$chart" -n sockwarden-system --create-namespace --dry-run=client >/dev/null
 helm template sockwarden "$chart" -n sockwarden-system >"$work/default.yaml"
 for values in "$chart"/examples/*.yaml; do
   helm template sockwarden "$chart" -n sockwarden-system -f "$values" >"$work/$(basename "$values")"
