@@ -22,6 +22,7 @@ use probe::{
         ClusterForwarder, ClusterSink, Enricher,
     },
     decide::Decider,
+    event::encode,
     metrics::Metrics,
     open_resolve::OpenResolver,
     pipeline::Pipeline,
@@ -41,16 +42,6 @@ impl WatchedSet for NoMap {
     fn disarm(&mut self, _: &FileId) -> anyhow::Result<()> {
         Ok(())
     }
-}
-
-fn record(e: &Event) -> Vec<u8> {
-    unsafe {
-        std::slice::from_raw_parts(
-            (e as *const Event).cast::<u8>(),
-            std::mem::size_of::<Event>(),
-        )
-    }
-    .to_vec()
 }
 
 fn rss_kib() -> u64 {
@@ -153,7 +144,7 @@ async fn bench() {
         let path = format!("/kubepods/besteffort/poduid-{i}/{id}");
         e.path[..path.len()].copy_from_slice(path.as_bytes());
         e.path_len = path.len() as u32;
-        pipeline.handle(&record(&e));
+        pipeline.handle(&encode(&e));
     }
     let records: Vec<Vec<u8>> = (0..CONTAINERS)
         .map(|i| {
@@ -170,7 +161,7 @@ async fn bench() {
             let path = b"/var/run/docker.sock";
             e.path[..path.len()].copy_from_slice(path);
             e.path_len = path.len() as u32;
-            record(&e)
+            encode(&e)
         })
         .collect();
 

@@ -101,8 +101,8 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     }))
 }
 
-#[cfg(test)]
-pub(crate) fn encode(event: &Event) -> Vec<u8> {
+/// The ring-buffer bytes of an event, as the kernel writes them (tests and benchmarks).
+pub fn encode(event: &Event) -> Vec<u8> {
     // SAFETY: Event is plain-old-data.
     unsafe {
         std::slice::from_raw_parts(
