@@ -9,7 +9,10 @@ cargo clippy --all-targets --locked -- -D warnings
 cargo test --workspace --exclude probe-ebpf --locked -- --skip debian_vm
 # lsm and fentry backends in a VM booting Debian's kernel; prints kernel version and overhead
 cargo test -p probe --test vm_backends --locked -- --nocapture
-# The committed CRDs against the Kubernetes apiextensions schema (strict: no unknown fields).
+# The CRD generator leaves the committed CRDs unchanged, and they pass the Kubernetes
+# apiextensions schema (strict: no unknown fields).
+cargo run -q --locked -p api --bin crdgen
+git diff --exit-code -- crds/
 kubernetes-validate --strict crds/*.yaml
 # Helm chart, plain manifests, schema refusals, checkov
 bash scripts/check-chart.sh
