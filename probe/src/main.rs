@@ -28,6 +28,12 @@ enum LogFormat {
 enum Command {
     /// Watch this node and print findings on stdout (standalone, no cluster needed).
     Run(run::RunArgs),
+    /// Check that a fmod_ret program (what fentry-backend enforcement will use) loads on the
+    /// security hooks of this kernel.
+    CheckFmodRet {
+        #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
+        btf: std::path::PathBuf,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -40,6 +46,28 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn check_fmod_ret(btf: &std::path::Path) -> anyhow::Result<()> {
+    let mut failed = Vec::new();
+    for function in [
+        "security_file_open",
+        "security_unix_stream_connect",
+        "security_unix_may_send",
+    ] {
+        match probe::backend::fmod_ret::check_loads(btf, function) {
+            Ok(()) => println!("fmod_ret on {function}: loads"),
+            Err(e) => {
+                println!("fmod_ret on {function}: refused: {e}");
+                failed.push(function);
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("fmod_ret programs do not load on {}", failed.join(", "))
     }
 }
 
@@ -59,6 +87,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run::run(args)),
+        Command::CheckFmodRet { btf } => check_fmod_ret(&btf),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -176,6 +176,7 @@ fn lsm_and_fentry_backends_in_a_debian_vm() {
             expected.push(format!("SWTEST {backend} {name} PASS"));
         }
     }
+    expected.push("SWTEST fentry fmod-ret-loads PASS".into());
     expected.push("SWTEST auto chooses-lsm PASS".into());
     let failures: Vec<&String> = expected
         .iter()

@@ -1,6 +1,7 @@
 //! Attach backends and how one is chosen. Every backend loads the same eBPF object and feeds
 //! the same ring-buffer events into the same decision core; only how the kernel is hooked
 //! differs. Auto-selection tries what actually loads here, best first.
+pub mod fmod_ret;
 pub mod security;
 pub mod tracepoint;
 

@@ -83,6 +83,13 @@ for backend in lsm fentry; do
   stop_probe
 done
 
+# what fentry-backend enforcement will use: fmod_ret on the security_* functions
+if /bin/sockwarden-probe check-fmod-ret >/tmp/fmod.log 2>&1; then
+  result fentry fmod-ret-loads PASS
+else
+  result fentry fmod-ret-loads "FAIL $(tr '\n' ' ' </tmp/fmod.log)"
+fi
+
 # auto-selection picks lsm here
 start_probe auto && {
   if grep -q "backend chosen.*backend=lsm" /tmp/probe.log; then

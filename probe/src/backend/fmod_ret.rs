@@ -1,0 +1,71 @@
+//! Whether a `fmod_ret` (BPF_MODIFY_RETURN) program loads on a `security_*` function — what
+//! enforcement in the `fentry` backend will use. aya 0.14 has no program type for it, so
+//! this loads a minimal one (`r0 = 0; exit`) with a small `bpf(2)` call of our own, then
+//! closes it; nothing is attached.
+use std::path::Path;
+
+use btf_rs::{Btf, Type};
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TYPE_TRACING: u32 = 26;
+const BPF_MODIFY_RETURN: u32 = 26;
+
+/// BTF id of the kernel function `name`.
+fn func_btf_id(btf_path: &Path, name: &str) -> Result<u32, String> {
+    let bytes =
+        std::fs::read(btf_path).map_err(|e| format!("reading {}: {e}", btf_path.display()))?;
+    let btf = Btf::from_bytes(&bytes).map_err(|e| format!("parsing kernel BTF: {e}"))?;
+    let ids = btf
+        .resolve_ids_by_name(name)
+        .map_err(|_| format!("no {name} in kernel BTF"))?;
+    ids.into_iter()
+        .find(|id| matches!(btf.resolve_type_by_id(*id), Ok(Type::Func(_))))
+        .ok_or_else(|| format!("{name} is not a function in kernel BTF"))
+}
+
+/// Loads a do-nothing `fmod_ret` program for `function`; Ok when the kernel accepts it.
+pub fn check_loads(btf_path: &Path, function: &str) -> Result<(), String> {
+    let btf_id = func_btf_id(btf_path, function)?;
+    // mov r0, 0 ; exit
+    let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    let license = b"GPL\0";
+    let mut log = vec![0u8; 4096];
+    // union bpf_attr, BPF_PROG_LOAD variant (offsets from include/uapi/linux/bpf.h).
+    let mut attr = [0u8; 128];
+    let put32 =
+        |a: &mut [u8; 128], off: usize, v: u32| a[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+    let put64 =
+        |a: &mut [u8; 128], off: usize, v: u64| a[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+    put32(&mut attr, 0, BPF_PROG_TYPE_TRACING); // prog_type
+    put32(&mut attr, 4, insns.len() as u32); // insn_cnt
+    put64(&mut attr, 8, insns.as_ptr() as u64); // insns
+    put64(&mut attr, 16, license.as_ptr() as u64); // license
+    put32(&mut attr, 24, 1); // log_level
+    put32(&mut attr, 28, log.len() as u32); // log_size
+    put64(&mut attr, 32, log.as_mut_ptr() as u64); // log_buf
+    attr[48..55].copy_from_slice(b"sw_fmod"); // prog_name
+    put32(&mut attr, 68, BPF_MODIFY_RETURN); // expected_attach_type
+    put32(&mut attr, 108, btf_id); // attach_btf_id (vmlinux)
+                                   // SAFETY: attr is a valid bpf_attr prefix; the pointers in it outlive the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            attr.as_ptr(),
+            attr.len() as u32,
+        )
+    };
+    if fd < 0 {
+        let err = std::io::Error::last_os_error();
+        let log = String::from_utf8_lossy(&log);
+        let log = log.trim_end_matches('\0').trim();
+        return Err(if log.is_empty() {
+            format!("{err}")
+        } else {
+            format!("{err}: {log}")
+        });
+    }
+    // SAFETY: the kernel returned an fd we own.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}
