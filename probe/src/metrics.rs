@@ -1,6 +1,6 @@
 //! The node probe's Prometheus metrics (prefix `sockwarden_probe_`).
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
@@ -18,6 +18,10 @@ pub struct Metrics {
     pub backend_info: IntGaugeVec,
     /// Kernel hook to finding written, in seconds.
     pub detection_latency: Histogram,
+    /// Per eBPF program, cumulative runs and run time from the kernel's BPF statistics
+    /// (non-zero only while `sysctl kernel.bpf_stats_enabled=1`): what each hook costs.
+    pub program_runs: IntGaugeVec,
+    pub program_run_seconds: GaugeVec,
     /// Cluster mode: failed writes of findings to the API server (retried).
     pub api_write_errors: IntCounter,
     /// Cluster mode: finding keys with increments waiting to be written.
@@ -86,6 +90,16 @@ impl Metrics {
                 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
             ]),
         )?;
+        let program_runs = IntGaugeVec::new(
+            Opts::new("sockwarden_probe_program_runs", "Runs of each eBPF program (kernel BPF statistics; needs kernel.bpf_stats_enabled=1)"),
+            &["program"],
+        )?;
+        let program_run_seconds = GaugeVec::new(
+            Opts::new("sockwarden_probe_program_run_seconds", "Total run time of each eBPF program (kernel BPF statistics; needs kernel.bpf_stats_enabled=1)"),
+            &["program"],
+        )?;
+        registry.register(Box::new(program_runs.clone()))?;
+        registry.register(Box::new(program_run_seconds.clone()))?;
         let api_write_errors = IntCounter::new(
             "sockwarden_probe_api_write_errors_total",
             "Failed writes of findings to the API server (retried)",
@@ -137,6 +151,8 @@ impl Metrics {
             sockets_armed,
             backend_info,
             detection_latency,
+            program_runs,
+            program_run_seconds,
             api_write_errors,
             write_queue_depth,
             pending_increments,

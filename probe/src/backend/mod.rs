@@ -133,6 +133,18 @@ impl Backend {
         Ok(RingBuf::try_from(take(&mut self.ebpf, "EVENTS")?)?)
     }
 
+    /// Per attached program: (name, runs, total run time), from the kernel's BPF statistics
+    /// (counted only while `kernel.bpf_stats_enabled` is 1).
+    pub fn program_stats(&self) -> Vec<(String, u64, std::time::Duration)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let info = prog.info().ok()?;
+                Some((name.to_string(), info.run_count(), info.run_time()))
+            })
+            .collect()
+    }
+
     /// Events the kernel could not queue because the ring buffer was full (all CPUs).
     pub fn ringbuf_drops(&self) -> u64 {
         self.counters

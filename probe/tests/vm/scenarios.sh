@@ -111,4 +111,19 @@ for backend in lsm fentry; do
     echo "SWBENCH $backend round=$round open_base=$bo open_probe=$po connect_base=$bc connect_probe=$pc"
   done
 done
+# what each hook costs per run, from the kernel's own BPF statistics
+echo 1 > /proc/sys/kernel/bpf_stats_enabled
+for backend in lsm fentry; do
+  start_probe $backend >/dev/null || continue
+  opens=$(/bin/swclient bench-open /tmp/regular)
+  connects=$(/bin/swclient bench-connect /tmp/unrelated.sock)
+  sleep 1.5 # the probe refreshes its program metrics every 0.5 s
+  wget -q -O /tmp/metrics "http://127.0.0.1:$PORT/metrics"
+  grep -E '^sockwarden_probe_program_(runs|run_seconds)\{program="'$backend'_' /tmp/metrics | while read -r series value; do
+    echo "SWSTATS $backend $series $value"
+  done
+  echo "SWSTATS $backend open_ns=$opens connect_ns=$connects"
+  stop_probe
+done
+echo 0 > /proc/sys/kernel/bpf_stats_enabled
 kill $DAEMON
