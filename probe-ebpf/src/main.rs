@@ -310,11 +310,15 @@ const S_IFSOCK: u16 = 0o140000;
 fn on_file_open(file: u64) -> Option<()> {
     // `file` is a BTF-typed hook argument: the verifier lets us load its fields directly
     // (fault-safe), without a helper call — this is the cost every open in the system pays.
-    let inode: u64 = unsafe { read_volatile((file as *const u8).add(rodata!(OFFSETS.file_inode) as usize) as *const u64) };
+    let inode: u64 = unsafe {
+        read_volatile((file as *const u8).add(rodata!(OFFSETS.file_inode) as usize) as *const u64)
+    };
     if inode == 0 {
         return None;
     }
-    let mode: u16 = unsafe { read_volatile((inode as *const u8).add(rodata!(OFFSETS.inode_mode) as usize) as *const u16) };
+    let mode: u16 = unsafe {
+        read_volatile((inode as *const u8).add(rodata!(OFFSETS.inode_mode) as usize) as *const u16)
+    };
     if mode & S_IFMT != S_IFSOCK {
         return None;
     }

@@ -212,10 +212,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     _ = stop.changed() => break,
                 }
                 rearm(&armer, &backend, &metrics);
-                let stats = backend.lock().unwrap_or_else(|p| p.into_inner()).program_stats();
+                let stats = backend
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .program_stats();
                 for (program, runs, time) in stats {
-                    metrics.program_runs.with_label_values(&[&program]).set(runs as i64);
-                    metrics.program_run_seconds.with_label_values(&[&program]).set(time.as_secs_f64());
+                    metrics
+                        .program_runs
+                        .with_label_values(&[&program])
+                        .set(runs as i64);
+                    metrics
+                        .program_run_seconds
+                        .with_label_values(&[&program])
+                        .set(time.as_secs_f64());
                 }
                 let drops = backend
                     .lock()

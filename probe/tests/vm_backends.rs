@@ -197,25 +197,43 @@ fn lsm_and_fentry_backends_in_a_debian_vm() {
     for backend in ["lsm", "fentry"] {
         let stat = |series: &str| -> Option<f64> {
             console.lines().find_map(|l| {
-                let rest = l.split("SWSTATS ").nth(1)?.strip_prefix(&format!("{backend} "))?;
+                let rest = l
+                    .split("SWSTATS ")
+                    .nth(1)?
+                    .strip_prefix(&format!("{backend} "))?;
                 let (name, value) = rest.rsplit_once(' ')?;
-                (name == series).then(|| value.trim().parse().ok()).flatten()
+                (name == series)
+                    .then(|| value.trim().parse().ok())
+                    .flatten()
             })
         };
         let per_run = |program: &str| -> Option<f64> {
-            let runs = stat(&format!("sockwarden_probe_program_runs{{program=\"{program}\"}}"))?;
-            let secs = stat(&format!("sockwarden_probe_program_run_seconds{{program=\"{program}\"}}"))?;
+            let runs = stat(&format!(
+                "sockwarden_probe_program_runs{{program=\"{program}\"}}"
+            ))?;
+            let secs = stat(&format!(
+                "sockwarden_probe_program_run_seconds{{program=\"{program}\"}}"
+            ))?;
             (runs > 0.0).then(|| secs * 1e9 / runs)
         };
         let base = |key: &str| -> Option<f64> {
             console.lines().find_map(|l| {
-                let rest = l.split("SWSTATS ").nth(1)?.strip_prefix(&format!("{backend} "))?;
-                rest.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{key}=")))?.parse().ok()
+                let rest = l
+                    .split("SWSTATS ")
+                    .nth(1)?
+                    .strip_prefix(&format!("{backend} "))?;
+                rest.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(&format!("{key}=")))?
+                    .parse()
+                    .ok()
             })
         };
         let open_prog = per_run(&format!("{backend}_file_open"));
         let connect_prog = per_run(&format!("{backend}_unix_stream_connect"));
-        assert!(open_prog.is_some(), "{backend}: no BPF statistics for the file_open program");
+        assert!(
+            open_prog.is_some(),
+            "{backend}: no BPF statistics for the file_open program"
+        );
         if let (Some(p), Some(b)) = (open_prog, base("open_ns")) {
             println!("VM cost {backend}: file_open program {p:.0} ns per run; open()+close() takes {b:.0} ns here: ratio {:.3}", (b + p) / b);
         }
