@@ -7,6 +7,7 @@ use std::{
     collections::{HashMap, VecDeque},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use crate::cgroup::unified_path_from_proc;
@@ -23,7 +24,12 @@ pub struct CgroupIndex {
     proc_root: PathBuf,
     paths: HashMap<u64, String>,
     order: VecDeque<u64>,
+    /// When the tree was last walked: a miss walks it at most once per `WALK_INTERVAL`, so a
+    /// flood of events from a cgroup that is gone does not walk the tree for each event.
+    last_walk: Option<Instant>,
 }
+
+const WALK_INTERVAL: Duration = Duration::from_secs(1);
 
 fn is_cgroup2(path: &Path) -> bool {
     let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
@@ -52,6 +58,7 @@ impl CgroupIndex {
             proc_root: host_root.join("proc"),
             paths: HashMap::new(),
             order: VecDeque::new(),
+            last_walk: None,
         }
     }
 
@@ -72,6 +79,7 @@ impl CgroupIndex {
 
     /// Records every cgroup in the v2 tree (a cgroup's id is its directory's inode number).
     pub fn walk(&mut self) {
+        self.last_walk = Some(Instant::now());
         let Some(mount) = self.mount.clone() else {
             return;
         };
@@ -114,9 +122,11 @@ impl CgroupIndex {
         if let Some(path) = self.paths.get(&id) {
             return Some(path.clone());
         }
-        self.walk();
-        if let Some(path) = self.paths.get(&id) {
-            return Some(path.clone());
+        if self.last_walk.is_none_or(|t| t.elapsed() >= WALK_INTERVAL) {
+            self.walk();
+            if let Some(path) = self.paths.get(&id) {
+                return Some(path.clone());
+            }
         }
         let content =
             std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup")).ok()?;
@@ -141,6 +151,19 @@ mod tests {
             index.path_of(5, 0),
             None,
             "oldest entries are forgotten first"
+        );
+    }
+
+    #[test]
+    fn misses_walk_the_tree_at_most_once_per_interval() {
+        let mut index = CgroupIndex::new(Path::new("/"));
+        assert_eq!(index.path_of(u64::MAX, u32::MAX - 1), None);
+        let first = index.last_walk.expect("a miss walks the tree");
+        assert_eq!(index.path_of(u64::MAX - 1, u32::MAX - 1), None);
+        assert_eq!(
+            index.last_walk,
+            Some(first),
+            "a second miss right after does not walk again"
         );
     }
 

@@ -212,10 +212,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     _ = stop.changed() => break,
                 }
                 rearm(&armer, &backend, &metrics);
-                let stats = backend
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .program_stats();
+                let (stats, drops) = {
+                    let backend = backend.lock().unwrap_or_else(|p| p.into_inner());
+                    (backend.program_stats(), backend.ringbuf_drops())
+                };
                 for (program, runs, time) in stats {
                     metrics
                         .program_runs
@@ -226,10 +226,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         .with_label_values(&[&program])
                         .set(time.as_secs_f64());
                 }
-                let drops = backend
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .ringbuf_drops();
                 let seen = metrics.ringbuf_drops.get();
                 if drops > seen {
                     tracing::warn!(

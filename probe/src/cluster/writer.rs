@@ -120,10 +120,11 @@ impl FindingWriter {
         if let Some(e) = self.entries.get_mut(&key) {
             if e.pending == 0 {
                 e.first_pending = at;
+                self.metrics.write_queue_depth.inc();
             }
             e.pending += count;
             e.last_pending = at;
-            self.publish_gauges();
+            self.metrics.pending_increments.add(count);
             return Recorded::Merged;
         }
         if self.entries.len() >= self.cfg.max_keys {
@@ -148,10 +149,13 @@ impl FindingWriter {
                 backoff: Duration::ZERO,
             },
         );
-        self.publish_gauges();
+        self.metrics.write_queue_depth.inc();
+        self.metrics.pending_increments.add(count);
         Recorded::New
     }
 
+    /// Recounts the queue gauges from the entries (after writes; `record` keeps them current
+    /// in O(1), so the per-finding path never walks every key).
     fn publish_gauges(&self) {
         let (mut keys, mut increments) = (0, 0);
         for e in self.entries.values().filter(|e| e.pending > 0) {
@@ -432,6 +436,9 @@ mod tests {
             w.record("shop", "daf-0", finding_spec(), Timestamp::now()),
             Recorded::Merged
         );
+        // the queue gauges follow every record without a recount
+        assert_eq!(w.metrics.write_queue_depth.get(), 3);
+        assert_eq!(w.metrics.pending_increments.get(), 4);
     }
 
     #[tokio::test(start_paused = true)]
