@@ -19,3 +19,6 @@ bash scripts/check-chart.sh
 # README command 1 end to end, then the container images (probe image with the DaemonSet's spec)
 bash scripts/with-dockerd.sh bash scripts/smoke-standalone.sh
 bash scripts/with-dockerd.sh bash scripts/test-images.sh
+# A real Kubernetes (1.20.2 from Debian's sources, built once and cached): helm install to
+# findings, Events, status, metrics, policy changes, faults, uninstall, and deploy/
+bash scripts/with-dockerd.sh bash scripts/testbed/e2e.sh
