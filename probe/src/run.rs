@@ -17,7 +17,7 @@ use crate::{
     backend::{self, Backend, BackendKind, BackendRequest},
     btf_offsets::{syscall_numbers, KernelBtf},
     cluster::{
-        cri::{CriClient, DEFAULT_CRI_SOCKETS},
+        cri::{CriClient, IdentitySource, DEFAULT_CRI_SOCKETS},
         owners::OwnerResolver,
         run_sink,
         writer::{FindingWriter, WriterConfig},
@@ -337,7 +337,7 @@ async fn start_cluster_sink(
     } else {
         args.cri_sockets.clone()
     };
-    let mut cri = Vec::new();
+    let mut cri: Vec<Box<dyn IdentitySource>> = Vec::new();
     for path in cri_paths {
         match CriClient::new(&path) {
             Ok(mut c) => {
@@ -349,7 +349,7 @@ async fn start_cluster_sink(
                         tracing::warn!(socket = %path.display(), error = %e, "CRI socket not answering yet; will retry on use")
                     }
                 }
-                cri.push(c);
+                cri.push(Box::new(c));
             }
             Err(e) => tracing::warn!(socket = %path.display(), error = %e, "CRI socket unusable"),
         }
