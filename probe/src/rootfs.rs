@@ -1,6 +1,7 @@
 //! Resolves a path the way a given root directory sees it: symlinks (absolute ones too) and
 //! `..` stay inside that root, as they would for a process whose `/` it is. Used for the
-//! host's sockets under `--host-root` and for paths a container process asked for, through
+//! host's sockets under `--host-root` (or, for a directory not mounted there, through the
+//! host init process's root) and for paths a container process asked for, through
 //! `/proc/<pid>/root`.
 use std::{
     ffi::CString,
@@ -8,7 +9,7 @@ use std::{
     io,
     os::fd::{AsRawFd, FromRawFd},
     os::unix::ffi::OsStrExt,
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 /// Device and inode of a file, with the device in the kernel's internal encoding
@@ -87,6 +88,32 @@ pub fn resolve(root: &Path, path: &Path) -> io::Result<FileId> {
     file_id(&open_in_root(&dir, path)?)
 }
 
+/// The host's `/` as its init process sees it: `<host_root>/proc/1/root`, or, where pid 1
+/// cannot be opened (a sandbox that hides it), that of kthreadd (pid 2), a kernel thread in
+/// the initial namespaces. `None` when neither can be opened.
+pub fn host_init_root(host_root: &Path) -> Option<PathBuf> {
+    let proc = host_root.join("proc");
+    let pid1 = proc.join("1/root");
+    if open_dir(&pid1).is_ok() {
+        return Some(pid1);
+    }
+    let comm = std::fs::read_to_string(proc.join("2/comm")).unwrap_or_default();
+    let kthreadd = proc.join("2/root");
+    (comm.trim() == "kthreadd" && open_dir(&kthreadd).is_ok()).then_some(kthreadd)
+}
+
+/// The file `path` names on the host: resolved inside `host_root`, or, when it does not
+/// exist there (its directory is not mounted into the probe's pod), inside the host init
+/// process's root ([`host_init_root`]). The error is the one under `host_root`.
+pub fn resolve_on_host(host_root: &Path, path: &Path) -> io::Result<FileId> {
+    match resolve(host_root, path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => host_init_root(host_root)
+            .and_then(|root| resolve(&root, path).ok())
+            .ok_or(e),
+        found => found,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +167,46 @@ mod tests {
         assert_eq!(id.kernel_dev, (259 << 20) | 3);
         assert_eq!(id.dev_string(), "259:3");
         assert!(id.is_socket);
+    }
+
+    #[test]
+    fn a_path_missing_under_the_host_root_is_found_through_the_init_process_root() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        // pid 1's root (a directory here; the host's `/` through a magic link in a pod)
+        std::fs::create_dir_all(r.join("proc/1/root/srv/docker")).unwrap();
+        let _l = UnixListener::bind(r.join("proc/1/root/srv/docker/d.sock")).unwrap();
+        let id = resolve_on_host(r, Path::new("/srv/docker/d.sock")).unwrap();
+        assert!(id.is_socket);
+        // what exists under the host root itself wins
+        std::fs::create_dir_all(r.join("srv/docker")).unwrap();
+        let _m = UnixListener::bind(r.join("srv/docker/d.sock")).unwrap();
+        let direct = resolve(r, Path::new("/srv/docker/d.sock")).unwrap();
+        assert_ne!(direct, id);
+        assert_eq!(
+            resolve_on_host(r, Path::new("/srv/docker/d.sock")).unwrap(),
+            direct
+        );
+        // missing in both: the error is the host root's
+        let err = resolve_on_host(r, Path::new("/srv/none.sock")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn kthreadds_root_stands_in_for_a_hidden_pid_1_and_nothing_else_does() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("proc/2/root/srv")).unwrap();
+        let _l = UnixListener::bind(r.join("proc/2/root/srv/d.sock")).unwrap();
+        std::fs::write(r.join("proc/2/comm"), "bash\n").unwrap();
+        assert!(host_init_root(r).is_none(), "pid 2 is not kthreadd");
+        assert!(resolve_on_host(r, Path::new("/srv/d.sock")).is_err());
+        std::fs::write(r.join("proc/2/comm"), "kthreadd\n").unwrap();
+        assert_eq!(host_init_root(r), Some(r.join("proc/2/root")));
+        assert!(
+            resolve_on_host(r, Path::new("/srv/d.sock"))
+                .unwrap()
+                .is_socket
+        );
     }
 }

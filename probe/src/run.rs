@@ -17,7 +17,7 @@ use crate::{
     backend::{self, Backend, BackendKind, BackendRequest},
     btf_offsets::{syscall_numbers, KernelBtf},
     cluster::{
-        cri::{CriClient, DEFAULT_CRI_SOCKETS},
+        cri::{CriClient, IdentitySource, DEFAULT_CRI_SOCKETS},
         owners::OwnerResolver,
         run_sink,
         writer::{FindingWriter, WriterConfig},
@@ -29,7 +29,7 @@ use crate::{
     pipeline::{FindingSink, OutputFormat, Pipeline, StdoutSink},
     procinfo,
     server::{self, Health},
-    sockets::{default_specs, ArmEvent, Armer, SocketSpec},
+    sockets::{default_specs, ArmEvent, Armer, PolicySockets, SocketSpec},
 };
 
 /// How often watched paths are re-resolved (a recreated socket is re-armed within this).
@@ -200,16 +200,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
     });
 
-    // Re-arm sockets and export the kernel's drop counter.
+    // The policy cache, once cluster mode has started.
+    let policies = Arc::new(std::sync::OnceLock::new());
+    // Re-arm sockets (the configured ones and those policies name) and export the kernel's
+    // drop counter.
     let housekeeping = {
         let (armer, backend, metrics) = (armer.clone(), backend.clone(), metrics.clone());
+        let policies = policies.clone();
         let mut stop = shutdown_rx.clone();
+        let mut policy_sockets = PolicySockets::default();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(REARM_INTERVAL);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = stop.changed() => break,
+                }
+                if let Some(policies) = policies.get() {
+                    follow_policy_sockets(&mut policy_sockets, policies, &armer);
                 }
                 rearm(&armer, &backend, &metrics);
                 let (stats, drops) = {
@@ -255,9 +263,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let node = args.node.clone().unwrap_or_else(host_name);
     let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let sink: Box<dyn FindingSink + Send> = if args.cluster || (in_pod && !args.standalone) {
-        let (tx, task) =
+        let (tx, task, policy_store) =
             start_cluster_sink(&args, &node, metrics.clone(), shutdown_rx.clone()).await?;
         cluster_task = Some(task);
+        let _ = policies.set(policy_store);
         Box::new(ClusterForwarder::new(tx, metrics.clone()))
     } else {
         Box::new(StdoutSink {
@@ -298,7 +307,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Starts cluster mode: caches of this node's pods, namespaces and policies, CRI clients,
-/// the finding writer and the task that feeds it.
+/// the finding writer and the task that feeds it. Returns the policy cache too, whose sockets
+/// the armer follows.
 async fn start_cluster_sink(
     args: &RunArgs,
     node: &str,
@@ -307,6 +317,7 @@ async fn start_cluster_sink(
 ) -> anyhow::Result<(
     tokio::sync::mpsc::Sender<crate::cluster::Batch>,
     tokio::task::JoinHandle<()>,
+    kube::runtime::reflector::Store<api::DockerSocketPolicy>,
 )> {
     use k8s_openapi::api::core::v1::{Namespace, Pod};
     use kube::runtime::watcher;
@@ -337,7 +348,7 @@ async fn start_cluster_sink(
     } else {
         args.cri_sockets.clone()
     };
-    let mut cri = Vec::new();
+    let mut cri: Vec<Box<dyn IdentitySource>> = Vec::new();
     for path in cri_paths {
         match CriClient::new(&path) {
             Ok(mut c) => {
@@ -349,7 +360,7 @@ async fn start_cluster_sink(
                         tracing::warn!(socket = %path.display(), error = %e, "CRI socket not answering yet; will retry on use")
                     }
                 }
-                cri.push(c);
+                cri.push(Box::new(c));
             }
             Err(e) => tracing::warn!(socket = %path.display(), error = %e, "CRI socket unusable"),
         }
@@ -369,7 +380,7 @@ async fn start_cluster_sink(
     let enricher = Enricher {
         pods,
         namespaces,
-        policies,
+        policies: policies.clone(),
         client: Some(client.clone()),
         cri,
         owners: OwnerResolver::new(Some(client)),
@@ -378,7 +389,7 @@ async fn start_cluster_sink(
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let task = tokio::spawn(run_sink(rx, sink, shutdown, Duration::from_secs(5)));
     tracing::info!(node, "cluster mode: writing DockerAbuseFinding objects");
-    Ok((tx, task))
+    Ok((tx, task, policies))
 }
 
 fn spawn_reflector<K>(
@@ -442,6 +453,24 @@ fn host_namespaces(proc_root: &std::path::Path) -> anyhow::Result<(u32, u32)> {
     ))
 }
 
+/// Hands the armer the sockets policies name when they changed since the last pass.
+fn follow_policy_sockets(
+    follow: &mut PolicySockets,
+    policies: &kube::runtime::reflector::Store<api::DockerSocketPolicy>,
+    armer: &Mutex<Armer>,
+) {
+    if let Some(specs) = follow.update(&policies.state()) {
+        tracing::info!(
+            sockets = specs.len(),
+            "sockets named by policies changed; re-arming"
+        );
+        armer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_policy_specs(specs);
+    }
+}
+
 fn rearm(armer: &Mutex<Armer>, backend: &Mutex<Backend>, metrics: &Metrics) {
     let mut armer = armer.lock().unwrap_or_else(|p| p.into_inner());
     let mut backend = backend.lock().unwrap_or_else(|p| p.into_inner());
@@ -452,7 +481,7 @@ fn rearm(armer: &Mutex<Armer>, backend: &Mutex<Backend>, metrics: &Metrics) {
                 device = %s.id.dev_string(), "watching socket"
             ),
             ArmEvent::Disarmed(s) => tracing::info!(
-                path = %s.host_path.display(), inode = s.id.ino, "socket gone or replaced; disarmed"
+                path = %s.host_path.display(), inode = s.id.ino, "socket gone, replaced or no longer named; disarmed"
             ),
             ArmEvent::Missing { path, reason } => tracing::info!(
                 path = %path.display(), reason = %reason, "socket not present; will arm it when it appears"

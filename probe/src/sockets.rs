@@ -5,11 +5,19 @@
 //! the same object to the kernel. The armer re-resolves the configured paths periodically:
 //! a socket that appears later is armed then, and a daemon restart that recreates its socket
 //! (new inode) is re-armed on the next pass.
+//!
+//! Besides the configured sockets (defaults and `--socket`), the armer watches the sockets
+//! `DockerSocketPolicy` objects name ([`PolicySockets`]), a set replaced whenever the
+//! policies change, so a policy change never needs the probe's DaemonSet to change.
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},
     str::FromStr,
+    sync::Arc,
 };
+
+use api::{DockerSocketPolicy, Runtime};
+use kube::ResourceExt;
 
 use crate::rootfs::{self, FileId};
 
@@ -96,6 +104,109 @@ pub fn default_specs() -> Vec<SocketSpec> {
         .collect()
 }
 
+/// Longest path a UNIX socket address can hold (`sun_path` is 108 bytes with its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Checks a socket path a policy names before it is resolved on the host: absolute, no `..`
+/// component, no NUL, at most [`MAX_SOCKET_PATH`] bytes.
+pub fn validate_policy_path(path: &str) -> Result<PathBuf, String> {
+    if path.contains('\0') {
+        return Err("contains a NUL byte".into());
+    }
+    if !path.starts_with('/') {
+        return Err("is not absolute".into());
+    }
+    if path.len() > MAX_SOCKET_PATH {
+        return Err(format!(
+            "is {} bytes long; a UNIX socket path holds at most {MAX_SOCKET_PATH}",
+            path.len()
+        ));
+    }
+    if path.split('/').any(|c| c == "..") {
+        return Err("has a `..` component".into());
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// The runtime name findings and metrics carry for a policy's runtime.
+pub fn runtime_name(runtime: Runtime) -> &'static str {
+    match runtime {
+        Runtime::Docker => "docker",
+        Runtime::Containerd => "containerd",
+        Runtime::CriO => "cri-o",
+        Runtime::Podman => "podman",
+        Runtime::Buildkit => "buildkit",
+        Runtime::Other => "other",
+    }
+}
+
+/// (policy name, path, runtime) of every socket the policies name, by policy name then in
+/// each policy's order.
+fn named_sockets(policies: &[Arc<DockerSocketPolicy>]) -> Vec<(String, String, Runtime)> {
+    let mut named: Vec<(String, String, Runtime)> = policies
+        .iter()
+        .flat_map(|p| {
+            let policy = p.name_any();
+            p.spec
+                .sockets
+                .iter()
+                .map(move |s| (policy.clone(), s.path.clone(), s.runtime))
+        })
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0)); // stable: keeps each policy's own order
+    named
+}
+
+fn specs_of(named: &[(String, String, Runtime)]) -> Vec<SocketSpec> {
+    let mut seen = HashSet::new();
+    let mut specs = Vec::new();
+    for (policy, path, runtime) in named {
+        match validate_policy_path(path) {
+            Ok(path) => {
+                // One spec per path; the first policy by name decides its runtime.
+                if seen.insert(path.clone()) {
+                    specs.push(SocketSpec {
+                        path,
+                        runtime: runtime_name(*runtime).to_string(),
+                    });
+                }
+            }
+            Err(why) => tracing::warn!(
+                policy = %policy, path = ?path,
+                "policy socket path {why}; not watching it"
+            ),
+        }
+    }
+    specs
+}
+
+/// The sockets `policies` name, validated (invalid paths are skipped with a warning), one
+/// spec per path.
+pub fn policy_specs(policies: &[Arc<DockerSocketPolicy>]) -> Vec<SocketSpec> {
+    specs_of(&named_sockets(policies))
+}
+
+/// Follows the sockets policies name: each pass compares the policies' socket lists with the
+/// last ones (cheap; policies are few) and derives new specs only when they changed, so an
+/// invalid path is warned about once per change, not once per pass.
+#[derive(Default)]
+pub struct PolicySockets {
+    last: Vec<(String, String, Runtime)>,
+}
+
+impl PolicySockets {
+    /// The specs to arm, when the policies' sockets differ from the last call's.
+    pub fn update(&mut self, policies: &[Arc<DockerSocketPolicy>]) -> Option<Vec<SocketSpec>> {
+        let named = named_sockets(policies);
+        if named == self.last {
+            return None;
+        }
+        let specs = specs_of(&named);
+        self.last = named;
+        Some(specs)
+    }
+}
+
 /// What a finding says about the socket it touched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArmedSocket {
@@ -124,7 +235,10 @@ pub enum ArmEvent {
 }
 
 pub struct Armer {
+    /// Configured: defaults and `--socket`.
     specs: Vec<SocketSpec>,
+    /// Named by policies; replaced as they change.
+    policy_specs: Vec<SocketSpec>,
     host_root: PathBuf,
     armed: BTreeMap<(u64, u64), ArmedSocket>,
     missing: HashMap<PathBuf, String>,
@@ -136,6 +250,7 @@ impl Armer {
     pub fn new(specs: Vec<SocketSpec>, host_root: PathBuf) -> Self {
         Self {
             specs,
+            policy_specs: Vec::new(),
             host_root,
             armed: BTreeMap::new(),
             missing: HashMap::new(),
@@ -143,17 +258,36 @@ impl Armer {
         }
     }
 
-    /// Resolves every configured path and brings `set` in line. Returns what changed.
+    /// Replaces the sockets policies name. Takes effect on the next [`Armer::refresh`]: new
+    /// ones are armed, and one no spec names any more is disarmed then.
+    pub fn set_policy_specs(&mut self, specs: Vec<SocketSpec>) {
+        self.policy_specs = specs;
+        // Forget "missing" notes for paths nobody names now, so a path named again is
+        // reported again.
+        let named: HashSet<&Path> = self
+            .specs
+            .iter()
+            .chain(&self.policy_specs)
+            .map(|s| s.path.as_path())
+            .collect();
+        self.missing
+            .retain(|path, _| named.contains(path.as_path()));
+    }
+
+    /// Resolves every path (configured ones, then those policies name) on the host and brings
+    /// `set` in line. Returns what changed.
     pub fn refresh(&mut self, set: &mut dyn WatchedSet) -> Vec<ArmEvent> {
         let mut events = Vec::new();
-        let mut wanted: BTreeMap<(u64, u64), ArmedSocket> = BTreeMap::new();
-        for spec in &self.specs {
-            match rootfs::resolve(&self.host_root, &spec.path) {
+        // Every spec reaching a socket, per socket, configured ones first.
+        let mut wanted: BTreeMap<(u64, u64), Vec<ArmedSocket>> = BTreeMap::new();
+        for spec in self.specs.iter().chain(&self.policy_specs) {
+            match rootfs::resolve_on_host(&self.host_root, &spec.path) {
                 Ok(id) if id.is_socket => {
                     self.missing.remove(&spec.path);
                     wanted
                         .entry((id.kernel_dev, id.ino))
-                        .or_insert_with(|| ArmedSocket {
+                        .or_default()
+                        .push(ArmedSocket {
                             id,
                             host_path: spec.path.clone(),
                             runtime: spec.runtime.clone(),
@@ -188,10 +322,27 @@ impl Armer {
                 events.push(ArmEvent::Disarmed(old));
             }
         }
-        for (key, socket) in wanted {
-            if self.armed.contains_key(&key) {
+        for (key, candidates) in wanted {
+            if let Some(current) = self.armed.get_mut(&key) {
+                // Keep the path it was armed under while some spec still names it (findings
+                // are keyed by it), with that spec's runtime now; else the first spec's.
+                let Some(now) = candidates
+                    .iter()
+                    .find(|c| c.host_path == current.host_path)
+                    .or(candidates.first())
+                else {
+                    continue;
+                };
+                if now != current {
+                    *current = now.clone();
+                    self.known.insert(key, now.clone());
+                    events.push(ArmEvent::Armed(now.clone()));
+                }
                 continue;
             }
+            let Some(socket) = candidates.into_iter().next() else {
+                continue;
+            };
             match set.arm(&socket.id) {
                 Ok(()) => {
                     if self.known.len() > 4096 {
@@ -319,5 +470,239 @@ mod tests {
             matches!(&events[..], [ArmEvent::Missing { reason, .. }] if reason == "not a socket")
         );
         assert!(set.0.is_empty());
+    }
+
+    fn policy(name: &str, sockets: serde_json::Value) -> Arc<DockerSocketPolicy> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "sockwarden.io/v1alpha1", "kind": "DockerSocketPolicy",
+                "metadata": {"name": name}, "spec": {"sockets": sockets}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn spec(path: &str, runtime: &str) -> SocketSpec {
+        SocketSpec {
+            path: PathBuf::from(path),
+            runtime: runtime.into(),
+        }
+    }
+
+    #[test]
+    fn policy_socket_paths_must_be_absolute_short_and_free_of_dotdot_and_nul() {
+        let longest = format!("/{}", "s".repeat(MAX_SOCKET_PATH - 1));
+        let too_long = format!("/{}", "s".repeat(MAX_SOCKET_PATH));
+        for ok in [
+            "/run/docker.sock",
+            "/srv/..hidden/d.sock",
+            "/a/./b.sock",
+            longest.as_str(),
+        ] {
+            assert_eq!(validate_policy_path(ok), Ok(PathBuf::from(ok)), "{ok}");
+        }
+        for bad in [
+            "run/docker.sock",
+            "",
+            "/run/../etc/docker.sock",
+            "/run/..",
+            "/run/d\0.sock",
+            too_long.as_str(),
+        ] {
+            assert!(validate_policy_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn policy_specs_skip_invalid_paths_and_name_each_path_once_first_policy_by_name_wins() {
+        let policies = [
+            policy(
+                "b-ci",
+                serde_json::json!([
+                    {"path": "/srv/ci/buildkitd.sock", "runtime": "buildkit"},
+                    {"path": "/run/../etc/shadow", "runtime": "other"},
+                    {"path": "/run/user/1000/podman.sock", "runtime": "docker"}
+                ]),
+            ),
+            policy(
+                "a-podman",
+                serde_json::json!([
+                    {"path": "/run/user/1000/podman.sock", "runtime": "podman"},
+                    {"path": "relative.sock", "runtime": "podman"},
+                    {"path": "/srv/crio.sock", "runtime": "cri-o"}
+                ]),
+            ),
+            policy("c-none", serde_json::json!([])),
+        ];
+        assert_eq!(
+            policy_specs(&policies),
+            vec![
+                spec("/run/user/1000/podman.sock", "podman"),
+                spec("/srv/crio.sock", "cri-o"),
+                spec("/srv/ci/buildkitd.sock", "buildkit"),
+            ]
+        );
+        let names: Vec<&str> = [
+            Runtime::Docker,
+            Runtime::Containerd,
+            Runtime::CriO,
+            Runtime::Podman,
+            Runtime::Buildkit,
+            Runtime::Other,
+        ]
+        .into_iter()
+        .map(runtime_name)
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "docker",
+                "containerd",
+                "cri-o",
+                "podman",
+                "buildkit",
+                "other"
+            ]
+        );
+    }
+
+    #[test]
+    fn policy_sockets_are_rederived_only_when_the_policies_sockets_change() {
+        let mut follow = PolicySockets::default();
+        assert_eq!(follow.update(&[]), None, "nothing named, nothing changed");
+        let v1 = [policy(
+            "p",
+            serde_json::json!([{"path": "/srv/a.sock", "runtime": "docker"}]),
+        )];
+        assert_eq!(
+            follow.update(&v1),
+            Some(vec![spec("/srv/a.sock", "docker")])
+        );
+        assert_eq!(follow.update(&v1), None);
+        // another policy without sockets changes nothing to arm
+        let v2 = [v1[0].clone(), policy("q", serde_json::json!([]))];
+        assert_eq!(follow.update(&v2), None);
+        let v3 = [policy(
+            "p",
+            serde_json::json!([{"path": "/srv/a.sock", "runtime": "podman"}]),
+        )];
+        assert_eq!(
+            follow.update(&v3),
+            Some(vec![spec("/srv/a.sock", "podman")])
+        );
+        assert_eq!(follow.update(&[]), Some(vec![]), "every policy gone");
+    }
+
+    #[test]
+    fn a_socket_a_policy_names_is_armed_and_disarmed_once_no_policy_names_it() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("run")).unwrap();
+        std::fs::create_dir_all(r.join("srv")).unwrap();
+        let _d = UnixListener::bind(r.join("run/d.sock")).unwrap();
+        let _p = UnixListener::bind(r.join("srv/p.sock")).unwrap();
+        let mut armer = Armer::new(vec![spec("/run/d.sock", "docker")], r.to_path_buf());
+        let mut set = FakeSet::default();
+        armer.refresh(&mut set);
+        assert_eq!(set.0.len(), 1);
+
+        armer.set_policy_specs(vec![spec("/srv/p.sock", "podman")]);
+        let events = armer.refresh(&mut set);
+        assert!(
+            matches!(&events[..], [ArmEvent::Armed(s)] if s.host_path == Path::new("/srv/p.sock") && s.runtime == "podman"),
+            "{events:?}"
+        );
+        assert_eq!(set.0.len(), 2);
+        assert!(armer.refresh(&mut set).is_empty(), "steady state");
+
+        armer.set_policy_specs(Vec::new());
+        let events = armer.refresh(&mut set);
+        assert!(
+            matches!(&events[..], [ArmEvent::Disarmed(s)] if s.host_path == Path::new("/srv/p.sock")),
+            "{events:?}"
+        );
+        assert_eq!(set.0.len(), 1, "the configured socket stays armed");
+        assert_eq!(armer.armed_count(), 1);
+    }
+
+    #[test]
+    fn a_configured_socket_a_policy_also_names_stays_armed_when_the_policy_drops_it() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("run")).unwrap();
+        std::fs::create_dir_all(r.join("var")).unwrap();
+        std::os::unix::fs::symlink("/run", r.join("var/run")).unwrap();
+        let _d = UnixListener::bind(r.join("run/d.sock")).unwrap();
+        let mut armer = Armer::new(vec![spec("/run/d.sock", "docker")], r.to_path_buf());
+        let mut set = FakeSet::default();
+        armer.refresh(&mut set);
+        // the same socket by its own path and by an alias: nothing new to arm or rename
+        armer.set_policy_specs(vec![
+            spec("/var/run/d.sock", "docker"),
+            spec("/run/d.sock", "docker"),
+        ]);
+        assert!(armer.refresh(&mut set).is_empty());
+        armer.set_policy_specs(Vec::new());
+        assert!(armer.refresh(&mut set).is_empty(), "still configured");
+        assert_eq!(set.0.len(), 1);
+    }
+
+    #[test]
+    fn a_policy_socket_in_a_directory_not_mounted_under_the_host_root_is_armed_through_pid_1s_root()
+    {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("proc/1/root/srv/docker")).unwrap();
+        let _s = UnixListener::bind(r.join("proc/1/root/srv/docker/d.sock")).unwrap();
+        let mut armer = Armer::new(Vec::new(), r.to_path_buf());
+        armer.set_policy_specs(vec![spec("/srv/docker/d.sock", "docker")]);
+        let mut set = FakeSet::default();
+        let events = armer.refresh(&mut set);
+        assert!(
+            matches!(&events[..], [ArmEvent::Armed(s)] if s.host_path == Path::new("/srv/docker/d.sock")),
+            "{events:?}"
+        );
+        assert_eq!(set.0.len(), 1);
+    }
+
+    #[test]
+    fn a_policy_changing_a_sockets_runtime_relabels_it_without_rearming() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let _s = UnixListener::bind(r.join("x.sock")).unwrap();
+        let mut armer = Armer::new(Vec::new(), r.to_path_buf());
+        let mut set = FakeSet::default();
+        armer.set_policy_specs(vec![spec("/x.sock", "other")]);
+        armer.refresh(&mut set);
+        let key = *set.0.iter().next().unwrap();
+        armer.set_policy_specs(vec![spec("/x.sock", "docker")]);
+        let events = armer.refresh(&mut set);
+        assert!(
+            matches!(&events[..], [ArmEvent::Armed(s)] if s.runtime == "docker"),
+            "{events:?}"
+        );
+        assert_eq!(set.0.len(), 1);
+        assert_eq!(armer.lookup(key.0, key.1).unwrap().runtime, "docker");
+        assert_eq!(armer.armed_count(), 1);
+    }
+
+    #[test]
+    fn a_missing_policy_socket_is_reported_again_after_the_policy_names_it_anew() {
+        let root = tempfile::tempdir().unwrap();
+        let mut armer = Armer::new(Vec::new(), root.path().to_path_buf());
+        let mut set = FakeSet::default();
+        let missing = |events: &[ArmEvent]| {
+            events
+                .iter()
+                .filter(|e| matches!(e, ArmEvent::Missing { .. }))
+                .count()
+        };
+        armer.set_policy_specs(vec![spec("/srv/none.sock", "docker")]);
+        assert_eq!(missing(&armer.refresh(&mut set)), 1);
+        assert_eq!(missing(&armer.refresh(&mut set)), 0);
+        armer.set_policy_specs(Vec::new());
+        assert!(armer.refresh(&mut set).is_empty());
+        armer.set_policy_specs(vec![spec("/srv/none.sock", "docker")]);
+        assert_eq!(missing(&armer.refresh(&mut set)), 1);
     }
 }

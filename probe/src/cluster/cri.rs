@@ -1,7 +1,10 @@
 //! Attribution through the container runtime's CRI API, for a container that attacked
 //! before the pod cache saw it: `runtime.v1.RuntimeService/ContainerStatus` returns the
-//! `io.kubernetes.*` labels kubelet set when it created the container.
+//! `io.kubernetes.*` labels kubelet set when it created the container. Those labels only
+//! identify the pod ([`PodIdentity`]); the pod object supplies what policies judge by.
 use std::path::Path;
+
+use futures::future::BoxFuture;
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
@@ -10,7 +13,7 @@ use k8s_cri::v1::{
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use super::pods::PodMeta;
+use super::pods::PodIdentity;
 
 /// CRI sockets tried when none is configured (containerd, k3s/rke2 containerd, CRI-O).
 pub const DEFAULT_CRI_SOCKETS: &[&str] = &[
@@ -18,6 +21,13 @@ pub const DEFAULT_CRI_SOCKETS: &[&str] = &[
     "/run/k3s/containerd/containerd.sock",
     "/var/run/crio/crio.sock",
 ];
+
+/// Where the enricher learns which pod a container belongs to before the pod's status lists
+/// it: the runtime's CRI API in production, a table in tests.
+pub trait IdentitySource: Send {
+    /// The pod and container `container_id` is, or `None` when this source does not know it.
+    fn identity<'a>(&'a mut self, container_id: &'a str) -> BoxFuture<'a, Option<PodIdentity>>;
+}
 
 #[derive(Clone)]
 pub struct CriClient {
@@ -55,7 +65,7 @@ impl CriClient {
     }
 
     /// The pod a container belongs to, from its CRI labels.
-    pub async fn pod_meta(&mut self, container_id: &str) -> Option<PodMeta> {
+    pub async fn pod_identity(&mut self, container_id: &str) -> Option<PodIdentity> {
         let status = self
             .client
             .container_status(ContainerStatusRequest {
@@ -66,8 +76,8 @@ impl CriClient {
             .ok()?
             .into_inner()
             .status?;
-        let label = |k: &str| status.labels.get(k).cloned();
-        Some(PodMeta {
+        let label = |k: &str| status.labels.get(k).cloned().filter(|v| !v.is_empty());
+        Some(PodIdentity {
             namespace: label("io.kubernetes.pod.namespace")?,
             name: label("io.kubernetes.pod.name")?,
             uid: label("io.kubernetes.pod.uid")?,
@@ -80,11 +90,12 @@ impl CriClient {
                 .map(|i| i.image.clone())
                 .filter(|i| !i.is_empty())
                 .or(Some(status.image_ref.clone()).filter(|i| !i.is_empty())),
-            // CRI container labels carry neither pod labels nor the service account.
-            service_account: None,
-            labels: Default::default(),
-            controller: None,
-            workload: None,
         })
+    }
+}
+
+impl IdentitySource for CriClient {
+    fn identity<'a>(&'a mut self, container_id: &'a str) -> BoxFuture<'a, Option<PodIdentity>> {
+        Box::pin(self.pod_identity(container_id))
     }
 }

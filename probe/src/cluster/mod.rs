@@ -2,9 +2,10 @@
 //! and namespace, under the policy that governs them.
 //!
 //! The event loop hands each finding to a bounded channel (never blocking the ring-buffer
-//! reader); one task enriches it (pod cache by container id, else the runtime's CRI API plus
-//! one GET of the pod, else hold and retry briefly), applies policy scope and exemptions, and
-//! queues it in the rate-limited [`writer::FindingWriter`].
+//! reader); one task enriches it (pod cache by container id; for a container that has just
+//! started, the pod its CRI labels name, from the cache by name or one GET; else hold and
+//! retry briefly), applies policy scope and exemptions, and queues it in the rate-limited
+//! [`writer::FindingWriter`]. Policies only ever judge metadata built from the pod object.
 pub mod cri;
 pub mod owners;
 pub mod pods;
@@ -33,14 +34,17 @@ use tokio::{
 };
 
 use crate::{event::Operation, finding::Finding, metrics::Metrics, pipeline::FindingSink};
-use cri::CriClient;
+use cri::IdentitySource;
 use owners::OwnerResolver;
-use pods::PodMeta;
+use pods::{PodIdentity, PodMeta};
 use policy::Verdict;
 use writer::{FindingWriter, Recorded};
 
 /// How long a finding whose pod is unknown is held for the pod cache to catch up.
 pub const HOLD_FOR: Duration = Duration::from_secs(10);
+/// Longest wait for the GET of a new container's pod (the sink is one task; a hung API must
+/// not stall it).
+const GET_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_HELD: usize = 10_000;
 const TICK: Duration = Duration::from_millis(100);
 
@@ -122,30 +126,61 @@ pub struct Enricher {
     pub namespaces: Store<Namespace>,
     pub policies: Store<DockerSocketPolicy>,
     pub client: Option<Client>,
-    pub cri: Vec<CriClient>,
+    /// Who a container is before its pod's status lists it (the runtimes' CRI APIs).
+    pub cri: Vec<Box<dyn IdentitySource>>,
     pub owners: OwnerResolver,
 }
 
 impl Enricher {
-    /// The pod of a container: the node's pod cache, else the runtime's CRI labels (and the
-    /// pod object they name, for labels and owner).
-    async fn pod_meta(&mut self, container_id: &str) -> Option<PodMeta> {
+    /// The pod of a container, always built from the pod object: the node's pod cache by
+    /// container id; else, for a container its pod's status does not list yet (it has just
+    /// started), the pod its CRI labels name, from the cache by namespace/name or else one GET,
+    /// if the uid matches. `None` — hold and retry — while the pod object cannot be had: what
+    /// CRI labels say alone is never judged (it lacks the labels and service account).
+    ///
+    /// `cgroup_pod_uid` is the pod uid the process's kubepods cgroup names, if any; CRI labels
+    /// naming another pod are not believed.
+    async fn pod_meta(
+        &mut self,
+        container_id: &str,
+        cgroup_pod_uid: Option<&str>,
+    ) -> Option<PodMeta> {
         if let Some(meta) = pods::lookup(&self.pods, container_id) {
             return Some(meta);
         }
-        for cri in &mut self.cri {
-            let Some(partial) = cri.pod_meta(container_id).await else {
-                continue;
-            };
-            if let Some(client) = &self.client {
-                let api: Api<Pod> = Api::namespaced(client.clone(), &partial.namespace);
-                if let Ok(Some(pod)) = api.get_opt(&partial.name).await {
-                    if let Some(full) = pods::meta_for(&pod, container_id) {
-                        return Some(full);
-                    }
-                }
+        let identity = self.identity(container_id).await?;
+        if cgroup_pod_uid.is_some_and(|uid| uid != identity.uid) {
+            tracing::debug!(container = container_id, cri_pod_uid = %identity.uid, cgroup_pod_uid, "CRI labels name another pod than the container's cgroup; not attributing by them");
+            return None;
+        }
+        let cached = ObjectRef::<Pod>::new(&identity.name).within(&identity.namespace);
+        if let Some(meta) = self
+            .pods
+            .get(&cached)
+            .and_then(|pod| pods::meta_for_identity(&pod, &identity))
+        {
+            return Some(meta);
+        }
+        let api: Api<Pod> = Api::namespaced(self.client.clone()?, &identity.namespace);
+        let outcome = match tokio::time::timeout(GET_TIMEOUT, api.get_opt(&identity.name)).await {
+            Ok(Ok(Some(pod))) => match pods::meta_for_identity(&pod, &identity) {
+                Some(meta) => return Some(meta),
+                None => "the pod under that name has another uid".to_string(),
+            },
+            Ok(Ok(None)) => "pod not found".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {GET_TIMEOUT:?}"),
+        };
+        tracing::debug!(container = container_id, namespace = %identity.namespace, pod = %identity.name, uid = %identity.uid, reason = %outcome, "pod of a new container not available yet; holding its finding");
+        None
+    }
+
+    /// The first identity a runtime gives for `container_id`.
+    async fn identity(&mut self, container_id: &str) -> Option<PodIdentity> {
+        for source in &mut self.cri {
+            if let Some(identity) = source.identity(container_id).await {
+                return Some(identity);
             }
-            return Some(partial);
         }
         None
     }
@@ -192,7 +227,8 @@ impl ClusterSink {
             println!("{}", finding.to_json());
             return;
         };
-        match self.enricher.pod_meta(&id).await {
+        let cgroup_pod_uid = finding.pod.as_ref().map(|p| p.uid.clone());
+        match self.enricher.pod_meta(&id, cgroup_pod_uid.as_deref()).await {
             Some(meta) => self.report(batch, meta).await,
             None if self.held.len() < MAX_HELD => {
                 self.held.push_back((Instant::now() + HOLD_FOR, batch))
@@ -214,7 +250,8 @@ impl ClusterSink {
                 .as_ref()
                 .and_then(|c| c.id.clone())
                 .unwrap_or_default();
-            match self.enricher.pod_meta(&id).await {
+            let cgroup_pod_uid = batch.finding.pod.as_ref().map(|p| p.uid.clone());
+            match self.enricher.pod_meta(&id, cgroup_pod_uid.as_deref()).await {
                 Some(meta) => self.report(batch, meta).await,
                 None if Instant::now() < deadline => self.held.push_back((deadline, batch)),
                 None => {
@@ -389,7 +426,10 @@ pub async fn run_sink(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{cluster::testing::ApiDouble, finding};
+    use crate::{
+        cluster::testing::{ApiDouble, Identities},
+        finding,
+    };
     use kube::runtime::{reflector, watcher};
 
     struct Fixture {
@@ -398,6 +438,8 @@ mod tests {
         pods: reflector::store::Writer<Pod>,
         policies: reflector::store::Writer<DockerSocketPolicy>,
         namespaces: reflector::store::Writer<Namespace>,
+        /// What the runtime's CRI labels say about containers.
+        cri: Identities,
     }
 
     fn fixture() -> Fixture {
@@ -406,12 +448,13 @@ mod tests {
         let (pod_store, pods) = reflector::store();
         let (ns_store, namespaces) = reflector::store();
         let (policy_store, policies) = reflector::store();
+        let cri = Identities::default();
         let enricher = Enricher {
             pods: pod_store,
             namespaces: ns_store,
             policies: policy_store,
             client: Some(api.client()),
-            cri: Vec::new(),
+            cri: vec![Box::new(cri.clone())],
             owners: OwnerResolver::new(Some(api.client())),
         };
         let writer = FindingWriter::new(
@@ -429,6 +472,7 @@ mod tests {
             pods,
             policies,
             namespaces,
+            cri,
         }
     }
 
@@ -589,5 +633,167 @@ mod tests {
         fx.sink.handle(container_finding("cid-1")).await;
         fx.sink.writer.flush().await;
         assert!(written(&fx.api).is_empty());
+    }
+
+    /// A policy that selects only `app=web` pods, so a pod judged without its labels would be
+    /// out of scope and its finding dropped.
+    fn web_policy() -> DockerSocketPolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "sockwarden.io/v1alpha1", "kind": "DockerSocketPolicy", "metadata": {"name": "web-only"},
+            "spec": {"severity": 3, "selector": {"podSelector": {"matchLabels": {"app": "web"}}}}
+        }))
+        .unwrap()
+    }
+
+    fn pod_gets(api: &ApiDouble) -> usize {
+        api.calls()
+            .iter()
+            .filter(|c| c.method == "GET" && c.uri.contains("/pods/"))
+            .count()
+    }
+
+    fn assert_judged_by_web_policy(f: &serde_json::Value) {
+        assert_eq!(f["metadata"]["labels"]["sockwarden.io/policy"], "web-only");
+        let spec = &f["spec"];
+        assert_eq!(spec["policy"], "web-only");
+        assert_eq!(spec["severity"], 3);
+        assert_eq!(spec["serviceAccount"], "web-sa");
+        assert_eq!(
+            spec["pod"],
+            serde_json::json!({"name": "web-1", "uid": "pod-uid-1"})
+        );
+        assert_eq!(spec["container"]["name"], "app");
+        assert_eq!(spec["container"]["id"], "cid-new");
+        assert_eq!(spec["container"]["image"], "registry.example/app:1");
+        assert_eq!(
+            spec["workload"],
+            serde_json::json!({"kind": "Deployment", "name": "web"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_container_its_pod_status_does_not_list_yet_is_judged_by_the_policy_selecting_the_cached_pod(
+    ) {
+        let mut fx = fixture();
+        fx.policies
+            .apply_watcher_event(&watcher::Event::Apply(web_policy()));
+        fx.pods
+            .apply_watcher_event(&watcher::Event::Apply(pods::starting_pod_json(
+                "web-1",
+                "pod-uid-1",
+                &["app"],
+            )));
+        fx.cri
+            .insert("cid-new", pods::identity("web-1", "pod-uid-1", "app"));
+        fx.api.fail_reads(Some(503)); // the cache alone must do
+        fx.sink.handle(container_finding("cid-new")).await;
+        fx.sink.writer.flush().await;
+        let all = written(&fx.api);
+        assert_eq!(all.len(), 1, "{all:#?}");
+        assert_judged_by_web_policy(&all[0]);
+        assert_eq!(pod_gets(&fx.api), 0, "found in the cache by name");
+        assert!(fx.sink.held.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_container_its_pod_status_does_not_list_yet_is_judged_by_the_policy_selecting_the_pod_read_once(
+    ) {
+        let mut fx = fixture();
+        fx.policies
+            .apply_watcher_event(&watcher::Event::Apply(web_policy()));
+        fx.api
+            .add_pod(&pods::starting_pod_json("web-1", "pod-uid-1", &["app"]));
+        fx.cri
+            .insert("cid-new", pods::identity("web-1", "pod-uid-1", "app"));
+        fx.sink.handle(container_finding("cid-new")).await;
+        fx.sink.writer.flush().await;
+        let all = written(&fx.api);
+        assert_eq!(all.len(), 1, "{all:#?}");
+        assert_judged_by_web_policy(&all[0]);
+        assert_eq!(pod_gets(&fx.api), 1);
+        assert!(fx.sink.held.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_new_container_whose_pod_cannot_be_read_is_held_not_judged_by_default_then_reported()
+    {
+        let mut fx = fixture();
+        // No policy yet: judging the CRI identity now would report it under `default`.
+        fx.cri
+            .insert("cid-new", pods::identity("web-1", "pod-uid-1", "app"));
+        fx.api.fail_reads(Some(503));
+        fx.sink.handle(container_finding("cid-new")).await;
+        fx.sink.retry_held().await;
+        fx.sink.writer.flush().await;
+        assert!(written(&fx.api).is_empty(), "{:#?}", written(&fx.api));
+        assert_eq!(fx.sink.held.len(), 1, "held, not dropped");
+        assert!(pod_gets(&fx.api) >= 1, "the pod was asked for");
+
+        // A policy selecting the pod arrives, the API recovers and serves the pod.
+        fx.policies
+            .apply_watcher_event(&watcher::Event::Apply(web_policy()));
+        fx.api.fail_reads(None);
+        fx.api
+            .add_pod(&pods::starting_pod_json("web-1", "pod-uid-1", &["app"]));
+        fx.sink.retry_held().await;
+        fx.sink.writer.flush().await;
+        let all = written(&fx.api);
+        assert_eq!(all.len(), 1, "{all:#?}");
+        assert_judged_by_web_policy(&all[0]);
+        assert_eq!(all[0]["status"]["count"], 1);
+        assert!(fx.sink.held.is_empty());
+        assert_eq!(fx.sink.metrics.enrichment_misses.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recreated_pod_under_the_same_name_never_lends_its_policy_and_the_finding_ends_on_stdout(
+    ) {
+        let mut fx = fixture();
+        fx.policies
+            .apply_watcher_event(&watcher::Event::Apply(web_policy()));
+        // CRI names the old pod; cache and API only know its successor under the same name.
+        let successor = pods::starting_pod_json("web-1", "pod-uid-new", &["app"]);
+        fx.pods
+            .apply_watcher_event(&watcher::Event::Apply(successor.clone()));
+        fx.api.add_pod(&successor);
+        fx.cri
+            .insert("cid-new", pods::identity("web-1", "pod-uid-old", "app"));
+        fx.sink.handle(container_finding("cid-new")).await;
+        assert_eq!(fx.sink.held.len(), 1);
+        tokio::time::advance(HOLD_FOR + Duration::from_secs(1)).await;
+        fx.sink.retry_held().await;
+        fx.sink.writer.flush().await;
+        assert!(written(&fx.api).is_empty());
+        assert!(fx.sink.held.is_empty());
+        assert_eq!(fx.sink.metrics.enrichment_misses.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn cri_labels_naming_another_pod_than_the_containers_cgroup_are_not_believed() {
+        let mut fx = fixture();
+        fx.pods
+            .apply_watcher_event(&watcher::Event::Apply(pods::starting_pod_json(
+                "web-1",
+                "pod-uid-1",
+                &["app"],
+            )));
+        fx.cri
+            .insert("cid-new", pods::identity("web-1", "pod-uid-1", "app"));
+        let mut batch = container_finding("cid-new");
+        batch.finding.pod = Some(finding::PodInfo {
+            uid: "pod-uid-elsewhere".into(),
+        });
+        fx.sink.handle(batch).await;
+        fx.sink.writer.flush().await;
+        assert!(written(&fx.api).is_empty());
+        assert_eq!(fx.sink.held.len(), 1);
+        // the same labels agreeing with the cgroup are believed
+        let mut batch = container_finding("cid-new");
+        batch.finding.pod = Some(finding::PodInfo {
+            uid: "pod-uid-1".into(),
+        });
+        fx.sink.handle(batch).await;
+        fx.sink.writer.flush().await;
+        assert_eq!(written(&fx.api).len(), 1);
     }
 }

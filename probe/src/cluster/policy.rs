@@ -153,16 +153,14 @@ mod tests {
     }
 
     fn pod() -> PodMeta {
-        PodMeta {
-            namespace: "monitoring".into(),
-            name: "agent-x".into(),
-            uid: "u".into(),
-            container_name: "agent".into(),
-            image: Some("docker.io/datadog/agent:7.50.1".into()),
-            service_account: Some("datadog".into()),
-            labels: [("app".to_string(), "datadog".to_string())].into(),
-            ..Default::default()
-        }
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "agent-x", "namespace": "monitoring", "uid": "u", "labels": {"app": "datadog"}},
+            "spec": {"serviceAccountName": "datadog",
+                     "containers": [{"name": "agent", "image": "docker.io/datadog/agent:7.50.1"}]}
+        }))
+        .unwrap();
+        PodMeta::from_pod(&pod, "agent", None)
     }
 
     fn ns(team: &str) -> BTreeMap<String, String> {

@@ -1,16 +1,20 @@
 //! A stateful API-server double for the probe's cluster code (no API server can run here):
 //! a `tower_test` mock behind a real `kube::Client`, answering server-side apply of findings
-//! and their status (counts kept per object), 404 to reads, and failing writes on demand with
-//! a given HTTP status. Watches are left open and quiet.
+//! and their status (counts kept per object), GETs of the pods it was given (404 to other
+//! reads), and failing writes or reads on demand with a given HTTP status. Watches are left
+//! open and quiet.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
 
+use futures::future::BoxFuture;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use kube::{client::Body, Client};
 use serde_json::{json, Value};
+
+use super::{cri::IdentitySource, pods::PodIdentity};
 
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -26,6 +30,10 @@ struct State {
     findings: HashMap<(String, String), Value>,
     fail_next: u32,
     fail_code: u16,
+    /// (namespace, name) -> pod served to GETs.
+    pods: HashMap<(String, String), Value>,
+    /// Every read fails with this status while set.
+    fail_reads: Option<u16>,
 }
 
 #[derive(Clone)]
@@ -82,7 +90,17 @@ impl ApiDouble {
         });
         let path = uri.split('?').next().unwrap_or_default().to_string();
         if method == "GET" {
-            return (404, status(404)); // owners of ReplicaSets/Jobs, pods: not held here
+            if let Some(code) = s.fail_reads {
+                return (code, status(code));
+            }
+            // /api/v1/namespaces/{ns}/pods/{name}
+            let parts: Vec<&str> = path.split('/').collect();
+            if let ["", "api", "v1", "namespaces", ns, "pods", name] = parts[..] {
+                if let Some(pod) = s.pods.get(&(ns.to_string(), name.to_string())) {
+                    return (200, pod.clone());
+                }
+            }
+            return (404, status(404)); // owners of ReplicaSets/Jobs, other pods: not held here
         }
         if s.fail_next > 0 {
             s.fail_next -= 1;
@@ -147,11 +165,46 @@ impl ApiDouble {
         );
     }
 
+    /// Serves `pod` to GETs of it.
+    pub fn add_pod(&self, pod: &k8s_openapi::api::core::v1::Pod) {
+        use kube::ResourceExt;
+        self.state.lock().unwrap().pods.insert(
+            (pod.namespace().unwrap_or_default(), pod.name_any()),
+            serde_json::to_value(pod).unwrap(),
+        );
+    }
+
+    /// Every read fails with `code` until called with `None`.
+    pub fn fail_reads(&self, code: Option<u16>) {
+        self.state.lock().unwrap().fail_reads = code;
+    }
+
     /// The next `n` writes fail with `code`.
     pub fn fail_next(&self, n: u32, code: u16) {
         let mut s = self.state.lock().unwrap();
         s.fail_next = n;
         s.fail_code = code;
+    }
+}
+
+/// A runtime's answers to "which pod is this container", by container id; shared so a test
+/// can change them after the sink owns its copy.
+#[derive(Clone, Default)]
+pub struct Identities(Arc<Mutex<HashMap<String, PodIdentity>>>);
+
+impl Identities {
+    pub fn insert(&self, container_id: &str, identity: PodIdentity) {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(container_id.to_string(), identity);
+    }
+}
+
+impl IdentitySource for Identities {
+    fn identity<'a>(&'a mut self, container_id: &'a str) -> BoxFuture<'a, Option<PodIdentity>> {
+        let known = self.0.lock().unwrap().get(container_id).cloned();
+        Box::pin(async move { known })
     }
 }
 
