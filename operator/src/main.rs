@@ -193,13 +193,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Wait for leadership; keep renewing it in the background, and stop if it is lost.
     ready.store(true, std::sync::atomic::Ordering::Release);
+    let mut lease = None;
     if !args.no_leader_election {
-        let elector = LeaderElector::new(
+        let elector = Arc::new(LeaderElector::new(
             Api::<Lease>::namespaced(client.clone(), &namespace),
             "sockwarden-operator",
             &identity,
             Duration::from_secs(15),
-        );
+        ));
         tracing::info!(%identity, "waiting for the leader lease");
         loop {
             match elector.try_acquire_or_renew().await {
@@ -211,11 +212,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         tracing::info!(%identity, "leading");
         metrics.leader.set(1);
-        tokio::spawn(async move {
+        let renewing = elector.clone();
+        let renewer = tokio::spawn(async move {
             let mut failures = 0;
             loop {
-                tokio::time::sleep(elector.renew_interval()).await;
-                match elector.try_acquire_or_renew().await {
+                tokio::time::sleep(renewing.renew_interval()).await;
+                match renewing.try_acquire_or_renew().await {
                     Ok(true) => failures = 0,
                     Ok(false) => {
                         tracing::error!(
@@ -234,6 +236,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             }
         });
+        lease = Some((elector, renewer));
     }
 
     let policies: Api<DockerSocketPolicy> = Api::all(client.clone());
@@ -260,10 +263,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             client.clone(),
             Reporter {
                 controller: MANAGER.into(),
-                instance: Some(identity),
+                instance: Some(identity.clone()),
             },
         ),
-        metrics,
+        metrics: metrics.clone(),
         settings,
         policies: policy_store.clone(),
         findings: finding_store,
@@ -304,6 +307,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .for_each(|_| async {});
     tracing::info!("reconciling policies and findings");
     tokio::join!(policy_loop, finding_loop);
+
+    // Shutting down: stop renewing and hand the lease over at once.
+    if let Some((elector, renewer)) = lease {
+        renewer.abort();
+        let _ = renewer.await;
+        match elector.release().await {
+            Ok(true) => tracing::info!(%identity, "released the leader lease"),
+            Ok(false) => tracing::info!("the leader lease was no longer ours to release"),
+            Err(e) => {
+                tracing::warn!(error = %e, "releasing the leader lease failed; another replica takes over when it runs out")
+            }
+        }
+        metrics.leader.set(0);
+    }
     tracing::info!("shut down");
     Ok(())
 }
