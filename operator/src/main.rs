@@ -3,6 +3,7 @@
 mod conditions;
 mod context;
 mod daemonset;
+mod events;
 mod finding_controller;
 mod leader;
 mod metrics;
@@ -28,17 +29,14 @@ use k8s_openapi::{
 };
 use kube::{
     api::{Patch, PatchParams},
-    runtime::{
-        events::{Recorder, Reporter},
-        reflector::ObjectRef,
-        watcher, Controller,
-    },
+    runtime::{reflector::ObjectRef, watcher, Controller},
     Api, Client,
 };
 
 use crate::{
     context::{Context, MANAGER},
     daemonset::{probe_daemonset, ProbeSettings, NAME},
+    events::EventPublisher,
     leader::LeaderElector,
     metrics::Metrics,
 };
@@ -259,13 +257,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let finding_store = finding_controller.store();
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: MANAGER.into(),
-                instance: Some(identity.clone()),
-            },
-        ),
+        events: EventPublisher::new(client.clone(), MANAGER, &identity),
         metrics: metrics.clone(),
         settings,
         policies: policy_store.clone(),

@@ -10,10 +10,7 @@ use api::{
 use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::{
     api::{Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        events::{Event, EventType},
-    },
+    runtime::controller::Action,
     Api, Resource, ResourceExt,
 };
 use serde_json::json;
@@ -22,6 +19,7 @@ use crate::{
     conditions::condition,
     context::{Context, Error, MANAGER},
     daemonset::{probe_daemonset, NAME},
+    events::{event_name, NewEvent},
     validate::validate,
 };
 
@@ -83,16 +81,19 @@ async fn reconcile_inner(policy: &DockerSocketPolicy, ctx: &Context) -> Result<A
             findings,
         };
         patch_status(&policies, &name, &status).await?;
-        ctx.recorder
+        // One Event per refused generation; a retry re-creates the same name (no duplicate).
+        let uid = policy.uid().unwrap_or_else(|| name.clone());
+        let generation = generation.unwrap_or(0).to_string();
+        ctx.events
             .publish(
-                &Event {
-                    type_: EventType::Warning,
+                &event_name(&[&uid, "invalid", &generation]),
+                &NewEvent {
+                    warning: true,
                     reason: "InvalidPolicy".into(),
-                    note: Some(truncate(&message, 1000)),
                     action: "Validate".into(),
-                    secondary: None,
+                    note: truncate(&message, 1000),
+                    regarding: policy.object_ref(&()),
                 },
-                &policy.object_ref(&()),
             )
             .await?;
         // Nothing changes until the policy does: no requeue, no hot loop.
@@ -387,13 +388,19 @@ mod tests {
             );
             assert_eq!(cond(&s, "Ready")["status"], "False");
             reply_policy(call, &reply_to);
+            // Events about the cluster-scoped policy live in kube-system (1.20 demands it).
             let call = api
-                .expect("POST", "/apis/events.k8s.io/v1/namespaces/default/events")
+                .expect(
+                    "POST",
+                    "/apis/events.k8s.io/v1/namespaces/kube-system/events",
+                )
                 .await;
             assert_eq!(call.body["type"], "Warning");
             assert_eq!(call.body["reason"], "InvalidPolicy");
+            assert_eq!(call.body["metadata"]["name"], "uid-bad.invalid.3");
             assert_eq!(call.body["regarding"]["kind"], "DockerSocketPolicy");
             assert_eq!(call.body["regarding"]["name"], "bad");
+            assert!(call.body["regarding"]["namespace"].is_null());
             call.echo();
             api.expect_silence().await; // no DaemonSet apply
         });

@@ -15,7 +15,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{
     client::Body,
     runtime::{
-        events::{Recorder, Reporter},
         reflector::{self, store::Writer},
         watcher,
     },
@@ -23,7 +22,7 @@ use kube::{
 };
 use serde_json::{json, Value};
 
-use crate::{context::Context, daemonset::ProbeSettings, metrics::Metrics};
+use crate::{context::Context, daemonset::ProbeSettings, events::EventPublisher, metrics::Metrics};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -122,13 +121,7 @@ pub fn harness() -> Harness {
     let (finding_store, findings) = reflector::store();
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(
-            client,
-            Reporter {
-                controller: "sockwarden-operator".into(),
-                instance: None,
-            },
-        ),
+        events: EventPublisher::new(client, "sockwarden-operator", "operator-0"),
         metrics: Arc::new(Metrics::new().unwrap()),
         settings: ProbeSettings::default(),
         policies: policy_store,
