@@ -1,12 +1,13 @@
 //! What every reconcile shares: the API client, the Event publisher, metrics, the probe
-//! settings, and the caches (reflector stores) of policies and findings.
+//! settings, and the caches (reflector stores) of policies, findings and the probe
+//! DaemonSet.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
 
 use api::{DockerAbuseFinding, DockerSocketPolicy};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{api::apps::v1::DaemonSet, jiff::Timestamp};
 use kube::{runtime::reflector::Store, Client};
 
 use crate::{daemonset::ProbeSettings, events::EventPublisher, metrics::Metrics};
@@ -37,6 +38,8 @@ pub struct Context {
     pub settings: ProbeSettings,
     pub policies: Store<DockerSocketPolicy>,
     pub findings: Store<DockerAbuseFinding>,
+    /// The probe DaemonSet as its watch last showed it (status counts for policy status).
+    pub daemonsets: Store<DaemonSet>,
     /// (finding uid, target) -> the count an Event on that target was last published for.
     pub evented: Mutex<HashMap<(String, EventTarget), i64>>,
     pub started: Timestamp,

@@ -11,6 +11,7 @@ use std::{
 use api::{DockerAbuseFinding, DockerSocketPolicy};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     client::Body,
@@ -112,6 +113,7 @@ pub struct Harness {
     pub api: ApiServer,
     pub policies: Writer<DockerSocketPolicy>,
     pub findings: Writer<DockerAbuseFinding>,
+    pub daemonsets: Writer<DaemonSet>,
 }
 
 pub fn harness() -> Harness {
@@ -119,6 +121,7 @@ pub fn harness() -> Harness {
     let client = Client::new(service, "default");
     let (policy_store, policies) = reflector::store();
     let (finding_store, findings) = reflector::store();
+    let (daemonset_store, daemonsets) = reflector::store();
     let ctx = Arc::new(Context {
         client: client.clone(),
         events: EventPublisher::new(client, "sockwarden-operator", "operator-0"),
@@ -126,6 +129,7 @@ pub fn harness() -> Harness {
         settings: ProbeSettings::default(),
         policies: policy_store,
         findings: finding_store,
+        daemonsets: daemonset_store,
         evented: Mutex::new(HashMap::new()),
         started: Timestamp::now(),
     });
@@ -134,6 +138,7 @@ pub fn harness() -> Harness {
         api: ApiServer { handle },
         policies,
         findings,
+        daemonsets,
     }
 }
 
@@ -142,8 +147,24 @@ impl Harness {
         self.policies
             .apply_watcher_event(&watcher::Event::Apply(p.clone()));
     }
+    pub fn remove_policy(&mut self, p: &DockerSocketPolicy) {
+        self.policies
+            .apply_watcher_event(&watcher::Event::Delete(p.clone()));
+    }
     pub fn add_finding(&mut self, f: &DockerAbuseFinding) {
         self.findings
             .apply_watcher_event(&watcher::Event::Apply(f.clone()));
+    }
+    /// The probe DaemonSet as the watch shows it: desired and ready node counts.
+    pub fn set_daemonset(&mut self, desired: i32, ready: i32) {
+        let ds: DaemonSet = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "sockwarden-probe", "namespace": "sockwarden-system"},
+            "status": {"desiredNumberScheduled": desired, "numberReady": ready,
+                       "currentNumberScheduled": desired, "numberMisscheduled": 0},
+        }))
+        .unwrap();
+        self.daemonsets
+            .apply_watcher_event(&watcher::Event::Apply(ds));
     }
 }
