@@ -10,6 +10,8 @@
 //! (namespaces, root, exe). Not CAP_SYS_RESOURCE: BPF memory is charged to the cgroup since
 //! Linux 5.11, the probe's memlock raise is best effort, and some runtimes' bounding sets
 //! lack it, which would stop the pod from starting at all.
+use std::{fmt, net::Ipv4Addr, net::Ipv6Addr, str::FromStr};
+
 use k8s_openapi::{api::apps::v1::DaemonSet, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use serde_json::{json, Value};
 
@@ -26,6 +28,11 @@ pub struct ProbeSettings {
     pub priority_class: Option<String>,
     /// Attach syscall tracepoints for open detection in the tracepoint backend (costly).
     pub detect_open: bool,
+    /// Probe pods in the node's network namespace (clusters without a pod network path to
+    /// the API server, e.g. no kube-proxy).
+    pub host_network: bool,
+    /// Where probes reach the API server, instead of the `kubernetes` Service.
+    pub api_server: Option<ApiServerAddr>,
     pub cpu_request: String,
     pub memory_request: String,
     pub cpu_limit: String,
@@ -41,10 +48,108 @@ impl Default for ProbeSettings {
             service_account: "sockwarden-probe".into(),
             priority_class: Some("system-node-critical".into()),
             detect_open: false,
+            host_network: false,
+            api_server: None,
             cpu_request: "50m".into(),
             memory_request: "64Mi".into(),
             cpu_limit: "500m".into(),
             memory_limit: "256Mi".into(),
+        }
+    }
+}
+
+/// `HOST:PORT` of the API server as probes should dial it (`[v6]:PORT` for IPv6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiServerAddr {
+    /// An IPv4 address, an IPv6 address (without brackets) or a DNS name.
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for ApiServerAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        const EXAMPLE: &str =
+            "expected HOST:PORT, e.g. 10.0.0.1:6443, api.example.internal:6443 or [fd00::1]:6443";
+        if s.is_empty() {
+            return Err(format!("empty; {EXAMPLE}"));
+        }
+        if s.contains("://") || s.contains('/') {
+            return Err(format!(
+                "{s:?} is not HOST:PORT (no scheme or path); {EXAMPLE}"
+            ));
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (host, port) = rest
+                .split_once("]:")
+                .ok_or_else(|| format!("{s:?} lacks \"]:PORT\"; {EXAMPLE}"))?;
+            host.parse::<Ipv6Addr>()
+                .map_err(|_| format!("{host:?} in {s:?} is not an IPv6 address"))?;
+            (host, port)
+        } else {
+            let (host, port) = s
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{s:?} lacks a port; {EXAMPLE}"))?;
+            if host.contains(':') {
+                return Err(format!(
+                    "{s:?}: write an IPv6 address in brackets, e.g. [fd00::1]:6443"
+                ));
+            }
+            check_host(host).map_err(|why| format!("{host:?} in {s:?} {why}; {EXAMPLE}"))?;
+            (host, port)
+        };
+        let port = match port.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => {
+                return Err(format!(
+                    "port {port:?} in {s:?} is not a number from 1 to 65535"
+                ))
+            }
+        };
+        Ok(Self {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// An IPv4 address or a DNS name (RFC 1123 labels).
+fn check_host(host: &str) -> Result<(), &'static str> {
+    if host.is_empty() {
+        return Err("is empty");
+    }
+    if host.parse::<Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
+    if host.len() > 253 {
+        return Err("is longer than 253 characters");
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    for label in &labels {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err("is neither an IPv4 address nor a DNS name");
+        }
+    }
+    if labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+        return Err("is not a valid IPv4 address");
+    }
+    Ok(())
+}
+
+impl fmt::Display for ApiServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
         }
     }
 }
@@ -94,11 +199,22 @@ pub fn probe_daemonset(settings: &ProbeSettings, owner: Option<&OwnerReference>)
         mounts.push(json!({"name": name, "mountPath": format!("/host{dir}"), "readOnly": true, "mountPropagation": "HostToContainer"}));
     }
 
-    let env = vec![
+    let mut env = vec![
         json!({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}),
     ];
-    let readiness = json!({"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 10});
-    let liveness = json!({"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 20, "failureThreshold": 3});
+    if let Some(api) = &settings.api_server {
+        // Explicit container env wins over the kubelet's service variables.
+        env.push(json!({"name": "KUBERNETES_SERVICE_HOST", "value": api.host}));
+        env.push(json!({"name": "KUBERNETES_SERVICE_PORT", "value": api.port.to_string()}));
+    }
+    let mut readiness =
+        json!({"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 10});
+    let mut liveness = json!({"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 20, "failureThreshold": 3});
+    if settings.host_network {
+        // The probe listens on every host address; the kubelet checks it over loopback.
+        readiness["httpGet"]["host"] = json!("127.0.0.1");
+        liveness["httpGet"]["host"] = json!("127.0.0.1");
+    }
 
     let mut pod_spec = json!({
         "hostPID": true,
@@ -139,6 +255,11 @@ pub fn probe_daemonset(settings: &ProbeSettings, owner: Option<&OwnerReference>)
     });
     if let Some(pc) = &settings.priority_class {
         pod_spec["priorityClassName"] = json!(pc);
+    }
+    if settings.host_network {
+        pod_spec["hostNetwork"] = json!(true);
+        // Keep cluster DNS for names (the API server's, if given by name).
+        pod_spec["dnsPolicy"] = json!("ClusterFirstWithHostNet");
     }
     let mut metadata = json!({"name": NAME, "namespace": settings.namespace, "labels": labels});
     if let Some(owner) = owner {
@@ -207,6 +328,8 @@ mod tests {
         assert!(v["metadata"]["ownerReferences"].is_null());
         let pod = &v["spec"]["template"]["spec"];
         assert_eq!(pod["hostPID"], true);
+        assert!(pod["hostNetwork"].is_null(), "pod network by default");
+        assert!(pod["dnsPolicy"].is_null());
         assert_eq!(pod["tolerations"][0]["operator"], "Exists");
         assert_eq!(pod["priorityClassName"], "system-node-critical");
         let c = &pod["containers"][0];
@@ -224,6 +347,7 @@ mod tests {
             c["env"],
             json!([{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}])
         );
+        assert!(c["readinessProbe"]["httpGet"]["host"].is_null());
         let mounts: Vec<&str> = c["volumeMounts"]
             .as_array()
             .unwrap()
@@ -289,6 +413,73 @@ mod tests {
                 "/var/run"
             ]
         );
+    }
+
+    #[test]
+    fn host_network_puts_probes_on_the_node_network_with_loopback_health_checks() {
+        let v = value(&probe_daemonset(
+            &ProbeSettings {
+                host_network: true,
+                ..Default::default()
+            },
+            None,
+        ));
+        let pod = &v["spec"]["template"]["spec"];
+        assert_eq!(pod["hostNetwork"], true);
+        assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+        let c = &pod["containers"][0];
+        for probe in ["readinessProbe", "livenessProbe"] {
+            assert_eq!(c[probe]["httpGet"]["host"], "127.0.0.1", "{probe}");
+            assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{probe}");
+        }
+    }
+
+    #[test]
+    fn api_server_address_becomes_the_probes_kubernetes_service_env() {
+        for (flag, host, port) in [
+            ("127.0.0.1:16443", "127.0.0.1", "16443"),
+            ("[fd00::1]:6443", "fd00::1", "6443"),
+            ("api.cluster.internal:443", "api.cluster.internal", "443"),
+        ] {
+            let settings = ProbeSettings {
+                api_server: Some(flag.parse().unwrap()),
+                ..Default::default()
+            };
+            let v = value(&probe_daemonset(&settings, None));
+            let env = &v["spec"]["template"]["spec"]["containers"][0]["env"];
+            assert_eq!(
+                env,
+                &json!([
+                    {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                    {"name": "KUBERNETES_SERVICE_HOST", "value": host},
+                    {"name": "KUBERNETES_SERVICE_PORT", "value": port},
+                ]),
+                "{flag}"
+            );
+            assert_eq!(settings.api_server.unwrap().to_string(), flag);
+        }
+    }
+
+    #[test]
+    fn malformed_api_server_addresses_are_refused_with_the_reason() {
+        for (bad, says) in [
+            ("", "empty"),
+            ("10.0.0.1", "lacks a port"),
+            ("https://10.0.0.1:6443", "no scheme"),
+            ("10.0.0.1:0", "1 to 65535"),
+            ("10.0.0.1:70000", "1 to 65535"),
+            ("10.0.0.1:https", "1 to 65535"),
+            ("fd00::1:6443", "in brackets"),
+            ("[fd00::zz]:6443", "not an IPv6 address"),
+            ("[fd00::1]6443", "]:PORT"),
+            ("10.0.0.999:6443", "not a valid IPv4"),
+            ("bad_host:6443", "neither an IPv4 address nor a DNS name"),
+            ("-api:6443", "neither"),
+            (":6443", "is empty"),
+        ] {
+            let err = bad.parse::<ApiServerAddr>().unwrap_err();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -43,7 +43,7 @@ use kube::{
 
 use crate::{
     context::{Context, MANAGER},
-    daemonset::{probe_daemonset, ProbeSettings, NAME},
+    daemonset::{probe_daemonset, ApiServerAddr, ProbeSettings, NAME},
     events::EventPublisher,
     leader::LeaderElector,
     metrics::Metrics,
@@ -98,6 +98,15 @@ struct ProbeArgs {
     /// Let probes detect opens through syscall tracepoints where no LSM backend exists (costs every syscall).
     #[arg(long)]
     probe_detect_open: bool,
+    /// Run probe pods in the node's network (hostNetwork, ClusterFirstWithHostNet DNS,
+    /// health checks over 127.0.0.1), for clusters where pods reach the API server only
+    /// directly.
+    #[arg(long)]
+    probe_host_network: bool,
+    /// HOST:PORT probes use for the API server (sets KUBERNETES_SERVICE_HOST/_PORT in the
+    /// probe container); IPv6 as [ADDR]:PORT. Default: the `kubernetes` Service.
+    #[arg(long, value_name = "HOST:PORT")]
+    probe_api_server: Option<ApiServerAddr>,
     /// Name of the operator's Deployment (in --namespace); it becomes the probe DaemonSet's
     /// owner, so deleting the operator deletes the probes. Empty: no owner.
     #[arg(long, default_value = "", value_name = "NAME")]
@@ -114,6 +123,8 @@ impl ProbeArgs {
             priority_class: (!self.probe_priority_class.is_empty())
                 .then(|| self.probe_priority_class.clone()),
             detect_open: self.probe_detect_open,
+            host_network: self.probe_host_network,
+            api_server: self.probe_api_server.clone(),
             ..Default::default()
         }
     }
@@ -402,6 +413,8 @@ mod tests {
             "--namespace=sw",
             "--listen=0.0.0.0:9090",
             "--probe-image=reg/probe:1",
+            "--probe-host-network",
+            "--probe-api-server=127.0.0.1:16443",
             "--owner-deployment=sockwarden-operator",
             "--no-leader-election",
         ];
@@ -413,13 +426,36 @@ mod tests {
         let render = probe_args(parse(&render).unwrap());
         assert_eq!(run.settings(), render.settings());
         assert_eq!(run.owner_deployment, "sockwarden-operator");
-        let ds = serde_json::to_value(probe_daemonset(&run.settings(), None)).unwrap();
+        let settings = run.settings();
+        assert!(settings.host_network);
+        assert_eq!(
+            settings.api_server,
+            Some(ApiServerAddr {
+                host: "127.0.0.1".into(),
+                port: 16443
+            })
+        );
+        let ds = serde_json::to_value(probe_daemonset(&settings, None)).unwrap();
         assert_eq!(ds["metadata"]["namespace"], "sw");
+        assert_eq!(ds["spec"]["template"]["spec"]["hostNetwork"], true);
     }
 
     #[test]
-    fn the_defaults_need_no_flags_and_set_no_owner() {
+    fn the_defaults_need_no_flags_and_set_no_owner_or_host_network() {
         let probe = probe_args(parse(&["render-daemonset"]).unwrap());
         assert_eq!(probe.owner_deployment, "");
+        let settings = probe.settings();
+        assert!(!settings.host_network);
+        assert_eq!(settings.api_server, None);
+    }
+
+    #[test]
+    fn a_malformed_api_server_flag_is_refused_with_the_reason() {
+        let err = parse(&["run", "--probe-api-server=https://10.0.0.1:6443"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("--probe-api-server"), "{err}");
+        assert!(err.contains("no scheme"), "{err}");
     }
 }
