@@ -1,31 +1,47 @@
-//! What every reconcile shares: the API client, the Event recorder, metrics, the probe
-//! settings, and the caches (reflector stores) of policies and findings.
+//! What every reconcile shares: the API client, the Event publisher, metrics, the probe
+//! settings, and the caches (reflector stores) of policies, findings and the probe
+//! DaemonSet.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
 
 use api::{DockerAbuseFinding, DockerSocketPolicy};
-use k8s_openapi::jiff::Timestamp;
-use kube::{
-    runtime::{events::Recorder, reflector::Store},
-    Client,
-};
+use k8s_openapi::{api::apps::v1::DaemonSet, jiff::Timestamp};
+use kube::{runtime::reflector::Store, Client};
 
-use crate::{daemonset::ProbeSettings, metrics::Metrics};
+use crate::{daemonset::ProbeSettings, events::EventPublisher, metrics::Metrics};
 
 /// Field manager for every server-side apply.
 pub const MANAGER: &str = "sockwarden-operator";
 
+/// Which object a finding's Event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventTarget {
+    Pod,
+    Policy,
+}
+
+impl EventTarget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventTarget::Pod => "pod",
+            EventTarget::Policy => "policy",
+        }
+    }
+}
+
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: EventPublisher,
     pub metrics: Arc<Metrics>,
     pub settings: ProbeSettings,
     pub policies: Store<DockerSocketPolicy>,
     pub findings: Store<DockerAbuseFinding>,
-    /// Finding uid -> the count Events were last published for.
-    pub evented: Mutex<HashMap<String, i64>>,
+    /// The probe DaemonSet as its watch last showed it (status counts for policy status).
+    pub daemonsets: Store<DaemonSet>,
+    /// (finding uid, target) -> the count an Event on that target was last published for.
+    pub evented: Mutex<HashMap<(String, EventTarget), i64>>,
     pub started: Timestamp,
 }
 

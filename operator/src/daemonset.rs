@@ -1,15 +1,19 @@
-//! The probe DaemonSet: one per cluster, in the operator's namespace, applied by server-side
-//! apply. Narrow privileges instead of `privileged: true`: the probe needs CAP_BPF and
-//! CAP_PERFMON to load and attach programs, CAP_SYS_ADMIN where the kernel still gates
-//! tracing programs on it, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to read other processes'
-//! /proc entries (namespaces, root, exe). Not CAP_SYS_RESOURCE: BPF memory is charged to the
-//! cgroup since Linux 5.11, the probe's memlock raise is best effort, and some runtimes'
-//! bounding sets lack it, which would stop the pod from starting at all.
-use std::collections::BTreeSet;
+//! The probe DaemonSet: one per install, in the operator's namespace, rendered from the
+//! operator's own configuration only ([`ProbeSettings`] and the optional owner). Policies do
+//! not enter it: probes watch policies themselves and arm the sockets they name (resolving
+//! paths outside the mounted directories through the host's `/proc/<init>/root`), so policy
+//! changes never roll the probes.
+//!
+//! Narrow privileges instead of `privileged: true`: the probe needs CAP_BPF and CAP_PERFMON
+//! to load and attach programs, CAP_SYS_ADMIN where the kernel still gates tracing programs
+//! on it, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to read other processes' /proc entries
+//! (namespaces, root, exe). Not CAP_SYS_RESOURCE: BPF memory is charged to the cgroup since
+//! Linux 5.11, the probe's memlock raise is best effort, and some runtimes' bounding sets
+//! lack it, which would stop the pod from starting at all.
+use std::{fmt, net::Ipv4Addr, net::Ipv6Addr, str::FromStr};
 
-use api::DockerSocketPolicy;
-use k8s_openapi::api::apps::v1::DaemonSet;
-use serde_json::json;
+use k8s_openapi::{api::apps::v1::DaemonSet, apimachinery::pkg::apis::meta::v1::OwnerReference};
+use serde_json::{json, Value};
 
 pub const NAME: &str = "sockwarden-probe";
 pub const METRICS_PORT: u16 = 9464;
@@ -24,6 +28,11 @@ pub struct ProbeSettings {
     pub priority_class: Option<String>,
     /// Attach syscall tracepoints for open detection in the tracepoint backend (costly).
     pub detect_open: bool,
+    /// Probe pods in the node's network namespace (clusters without a pod network path to
+    /// the API server, e.g. no kube-proxy).
+    pub host_network: bool,
+    /// Where probes reach the API server, instead of the `kubernetes` Service.
+    pub api_server: Option<ApiServerAddr>,
     pub cpu_request: String,
     pub memory_request: String,
     pub cpu_limit: String,
@@ -39,6 +48,8 @@ impl Default for ProbeSettings {
             service_account: "sockwarden-probe".into(),
             priority_class: Some("system-node-critical".into()),
             detect_open: false,
+            host_network: false,
+            api_server: None,
             cpu_request: "50m".into(),
             memory_request: "64Mi".into(),
             cpu_limit: "500m".into(),
@@ -47,28 +58,109 @@ impl Default for ProbeSettings {
     }
 }
 
-/// Directories whose sockets the default probe configuration covers (mounted under /host).
-const SOCKET_DIRS: &[&str] = &["/run", "/var/run"];
-
-/// Host directories a policy's extra sockets need, beyond the default ones.
-fn extra_socket_dirs(policies: &[&DockerSocketPolicy]) -> BTreeSet<String> {
-    policies
-        .iter()
-        .flat_map(|p| p.spec.sockets.iter())
-        .filter_map(|s| {
-            let parent = std::path::Path::new(&s.path)
-                .parent()?
-                .to_str()?
-                .to_string();
-            let covered = SOCKET_DIRS
-                .iter()
-                .any(|d| parent == *d || parent.starts_with(&format!("{d}/")));
-            (!covered && parent != "/").then_some(parent)
-        })
-        .collect()
+/// `HOST:PORT` of the API server as probes should dial it (`[v6]:PORT` for IPv6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiServerAddr {
+    /// An IPv4 address, an IPv6 address (without brackets) or a DNS name.
+    pub host: String,
+    pub port: u16,
 }
 
-pub fn probe_daemonset(settings: &ProbeSettings, policies: &[&DockerSocketPolicy]) -> DaemonSet {
+impl FromStr for ApiServerAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        const EXAMPLE: &str =
+            "expected HOST:PORT, e.g. 10.0.0.1:6443, api.example.internal:6443 or [fd00::1]:6443";
+        if s.is_empty() {
+            return Err(format!("empty; {EXAMPLE}"));
+        }
+        if s.contains("://") || s.contains('/') {
+            return Err(format!(
+                "{s:?} is not HOST:PORT (no scheme or path); {EXAMPLE}"
+            ));
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (host, port) = rest
+                .split_once("]:")
+                .ok_or_else(|| format!("{s:?} lacks \"]:PORT\"; {EXAMPLE}"))?;
+            host.parse::<Ipv6Addr>()
+                .map_err(|_| format!("{host:?} in {s:?} is not an IPv6 address"))?;
+            (host, port)
+        } else {
+            let (host, port) = s
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{s:?} lacks a port; {EXAMPLE}"))?;
+            if host.contains(':') {
+                return Err(format!(
+                    "{s:?}: write an IPv6 address in brackets, e.g. [fd00::1]:6443"
+                ));
+            }
+            check_host(host).map_err(|why| format!("{host:?} in {s:?} {why}; {EXAMPLE}"))?;
+            (host, port)
+        };
+        let port = match port.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => {
+                return Err(format!(
+                    "port {port:?} in {s:?} is not a number from 1 to 65535"
+                ))
+            }
+        };
+        Ok(Self {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// An IPv4 address or a DNS name (RFC 1123 labels).
+fn check_host(host: &str) -> Result<(), &'static str> {
+    if host.is_empty() {
+        return Err("is empty");
+    }
+    if host.parse::<Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
+    if host.len() > 253 {
+        return Err("is longer than 253 characters");
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    for label in &labels {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err("is neither an IPv4 address nor a DNS name");
+        }
+    }
+    if labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+        return Err("is not a valid IPv4 address");
+    }
+    Ok(())
+}
+
+impl fmt::Display for ApiServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Host directories whose runtime sockets the probe stats (mounted read-only under /host).
+/// Sockets elsewhere are reached through the host's `/proc/<init>/root` by the probe.
+const SOCKET_DIRS: &[&str] = &["/run", "/var/run"];
+
+/// The DaemonSet exactly as the operator applies it. `owner` (the operator's Deployment)
+/// lets the garbage collector delete the probes with the operator.
+pub fn probe_daemonset(settings: &ProbeSettings, owner: Option<&OwnerReference>) -> DaemonSet {
     let labels = json!({
         "app.kubernetes.io/name": NAME,
         "app.kubernetes.io/part-of": "sockwarden",
@@ -84,18 +176,6 @@ pub fn probe_daemonset(settings: &ProbeSettings, policies: &[&DockerSocketPolicy
     if settings.detect_open {
         args.push("--detect-open".into());
     }
-    let sockets: BTreeSet<String> = policies
-        .iter()
-        .flat_map(|p| p.spec.sockets.iter())
-        .map(|s| {
-            let runtime = serde_json::to_value(s.runtime)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_else(|| "other".into());
-            format!("--socket={}={runtime}", s.path)
-        })
-        .collect();
-    args.extend(sockets);
 
     let mut volumes = vec![
         json!({"name": "host-proc", "hostPath": {"path": "/proc", "type": "Directory"}}),
@@ -111,16 +191,29 @@ pub fn probe_daemonset(settings: &ProbeSettings, policies: &[&DockerSocketPolicy
         json!({"name": "tracefs", "mountPath": "/sys/kernel/tracing"}),
         json!({"name": "bpffs", "mountPath": "/sys/fs/bpf"}),
     ];
-    let socket_dirs = SOCKET_DIRS
-        .iter()
-        .map(|d| d.to_string())
-        .chain(extra_socket_dirs(policies));
-    for (i, dir) in socket_dirs.enumerate() {
+    for (i, dir) in SOCKET_DIRS.iter().enumerate() {
         let name = format!("sockets-{i}");
-        // Read-only: the probe stats sockets, it never connects to them. Bidirectional
+        // Read-only: the probe stats sockets, it never connects to them. HostToContainer
         // propagation lets a socket dir recreated by a daemon restart show up.
         volumes.push(json!({"name": name, "hostPath": {"path": dir, "type": "Directory"}}));
         mounts.push(json!({"name": name, "mountPath": format!("/host{dir}"), "readOnly": true, "mountPropagation": "HostToContainer"}));
+    }
+
+    let mut env = vec![
+        json!({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}),
+    ];
+    if let Some(api) = &settings.api_server {
+        // Explicit container env wins over the kubelet's service variables.
+        env.push(json!({"name": "KUBERNETES_SERVICE_HOST", "value": api.host}));
+        env.push(json!({"name": "KUBERNETES_SERVICE_PORT", "value": api.port.to_string()}));
+    }
+    let mut readiness =
+        json!({"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 10});
+    let mut liveness = json!({"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 20, "failureThreshold": 3});
+    if settings.host_network {
+        // The probe listens on every host address; the kubelet checks it over loopback.
+        readiness["httpGet"]["host"] = json!("127.0.0.1");
+        liveness["httpGet"]["host"] = json!("127.0.0.1");
     }
 
     let mut pod_spec = json!({
@@ -135,10 +228,10 @@ pub fn probe_daemonset(settings: &ProbeSettings, policies: &[&DockerSocketPolicy
             "image": settings.image,
             "imagePullPolicy": settings.image_pull_policy,
             "args": args,
-            "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+            "env": env,
             "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
-            "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 10},
-            "livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 20, "failureThreshold": 3},
+            "readinessProbe": readiness,
+            "livenessProbe": liveness,
             "resources": {
                 "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
                 "limits": {"cpu": settings.cpu_limit, "memory": settings.memory_limit},
@@ -163,10 +256,19 @@ pub fn probe_daemonset(settings: &ProbeSettings, policies: &[&DockerSocketPolicy
     if let Some(pc) = &settings.priority_class {
         pod_spec["priorityClassName"] = json!(pc);
     }
+    if settings.host_network {
+        pod_spec["hostNetwork"] = json!(true);
+        // Keep cluster DNS for names (the API server's, if given by name).
+        pod_spec["dnsPolicy"] = json!("ClusterFirstWithHostNet");
+    }
+    let mut metadata = json!({"name": NAME, "namespace": settings.namespace, "labels": labels});
+    if let Some(owner) = owner {
+        metadata["ownerReferences"] = json!([owner]);
+    }
     let ds = json!({
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
-        "metadata": {"name": NAME, "namespace": settings.namespace, "labels": labels},
+        "metadata": metadata,
         "spec": {
             "selector": {"matchLabels": {"app.kubernetes.io/name": NAME}},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
@@ -178,41 +280,61 @@ pub fn probe_daemonset(settings: &ProbeSettings, policies: &[&DockerSocketPolicy
     serde_json::from_value(ds).unwrap_or_default()
 }
 
+/// Whether `observed` differs from `desired` in a field the operator sets. The API server
+/// adds defaults (and status), so `observed` may hold more; only what `desired` names is
+/// compared — the fields a forced server-side apply would put back.
+pub fn drifted(desired: &DaemonSet, observed: &DaemonSet) -> bool {
+    let (Ok(desired), Ok(observed)) = (
+        serde_json::to_value(desired),
+        serde_json::to_value(observed),
+    ) else {
+        return true;
+    };
+    !contains(&observed, &desired)
+}
+
+fn contains(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (Value::Object(have), Value::Object(want)) => want
+            .iter()
+            .all(|(k, w)| have.get(k).is_some_and(|h| contains(h, w))),
+        (Value::Array(have), Value::Array(want)) => {
+            have.len() == want.len() && have.iter().zip(want).all(|(h, w)| contains(h, w))
+        }
+        _ => have == want,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use api::{DockerSocketPolicySpec, Runtime, SocketRef};
 
-    fn policy_with_socket(path: &str, runtime: Runtime) -> DockerSocketPolicy {
-        DockerSocketPolicy::new(
-            "p",
-            DockerSocketPolicySpec {
-                sockets: vec![SocketRef {
-                    path: path.into(),
-                    runtime,
-                }],
-                ..Default::default()
-            },
-        )
+    fn value(ds: &DaemonSet) -> Value {
+        serde_json::to_value(ds).unwrap()
+    }
+
+    fn strings(v: &Value) -> Vec<&str> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap())
+            .collect()
     }
 
     #[test]
     fn probe_runs_on_every_node_with_narrow_privileges_and_host_mounts() {
-        let ds = probe_daemonset(&ProbeSettings::default(), &[]);
-        let v = serde_json::to_value(&ds).unwrap();
+        let v = value(&probe_daemonset(&ProbeSettings::default(), None));
         assert_eq!(v["metadata"]["name"], NAME);
+        assert!(v["metadata"]["ownerReferences"].is_null());
         let pod = &v["spec"]["template"]["spec"];
         assert_eq!(pod["hostPID"], true);
+        assert!(pod["hostNetwork"].is_null(), "pod network by default");
+        assert!(pod["dnsPolicy"].is_null());
         assert_eq!(pod["tolerations"][0]["operator"], "Exists");
         assert_eq!(pod["priorityClassName"], "system-node-critical");
         let c = &pod["containers"][0];
         assert_eq!(c["securityContext"]["privileged"], false);
-        let caps: Vec<&str> = c["securityContext"]["capabilities"]["add"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_str().unwrap())
-            .collect();
+        let caps = strings(&c["securityContext"]["capabilities"]["add"]);
         for cap in ["BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE"] {
             assert!(caps.contains(&cap), "{cap} missing");
         }
@@ -222,9 +344,10 @@ mod tests {
         );
         assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
         assert_eq!(
-            c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
-            "spec.nodeName"
+            c["env"],
+            json!([{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}])
         );
+        assert!(c["readinessProbe"]["httpGet"]["host"].is_null());
         let mounts: Vec<&str> = c["volumeMounts"]
             .as_array()
             .unwrap()
@@ -241,42 +364,164 @@ mod tests {
         ] {
             assert!(mounts.contains(&m), "{m} not mounted");
         }
-        assert!(c["args"]
-            .as_array()
-            .unwrap()
-            .contains(&serde_json::json!("--host-root=/host")));
+        assert!(strings(&c["args"]).contains(&"--host-root=/host"));
         assert!(c["resources"]["limits"]["memory"].is_string());
     }
 
     #[test]
-    fn policy_sockets_become_flags_and_outside_dirs_are_mounted() {
-        let a = policy_with_socket("/srv/docker/api.sock", Runtime::Docker);
-        let b = policy_with_socket("/run/podman/podman.sock", Runtime::Podman);
-        let ds = probe_daemonset(
+    fn socket_dirs_are_only_run_and_var_run_read_only_and_no_socket_flags() {
+        let v = value(&probe_daemonset(
             &ProbeSettings {
                 detect_open: true,
                 ..Default::default()
             },
-            &[&a, &b],
-        );
-        let v = serde_json::to_value(&ds).unwrap();
+            None,
+        ));
         let c = &v["spec"]["template"]["spec"]["containers"][0];
-        let args: Vec<&str> = c["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_str().unwrap())
-            .collect();
-        assert!(args.contains(&"--socket=/srv/docker/api.sock=docker"));
-        assert!(args.contains(&"--socket=/run/podman/podman.sock=podman"));
+        let args = strings(&c["args"]);
         assert!(args.contains(&"--detect-open"));
-        let mounts: Vec<&str> = c["volumeMounts"]
+        assert!(
+            !args.iter().any(|a| a.starts_with("--socket")),
+            "probes arm policy sockets from their own policy watch: {args:?}"
+        );
+        let socket_mounts: Vec<&Value> = c["volumeMounts"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| m["mountPath"].as_str().unwrap())
+            .filter(|m| m["name"].as_str().unwrap().starts_with("sockets-"))
             .collect();
-        assert!(mounts.contains(&"/host/srv/docker"));
-        assert!(!mounts.contains(&"/host/run/podman"), "already under /run");
+        assert_eq!(socket_mounts.len(), 2, "{socket_mounts:?}");
+        for (m, path) in socket_mounts.iter().zip(["/host/run", "/host/var/run"]) {
+            assert_eq!(m["mountPath"], path);
+            assert_eq!(m["readOnly"], true);
+        }
+        let host_paths: Vec<&str> = v["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["hostPath"]["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            host_paths,
+            [
+                "/proc",
+                "/sys/fs/cgroup",
+                "/sys/kernel/btf",
+                "/sys/kernel/tracing",
+                "/sys/fs/bpf",
+                "/run",
+                "/var/run"
+            ]
+        );
+    }
+
+    #[test]
+    fn host_network_puts_probes_on_the_node_network_with_loopback_health_checks() {
+        let v = value(&probe_daemonset(
+            &ProbeSettings {
+                host_network: true,
+                ..Default::default()
+            },
+            None,
+        ));
+        let pod = &v["spec"]["template"]["spec"];
+        assert_eq!(pod["hostNetwork"], true);
+        assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+        let c = &pod["containers"][0];
+        for probe in ["readinessProbe", "livenessProbe"] {
+            assert_eq!(c[probe]["httpGet"]["host"], "127.0.0.1", "{probe}");
+            assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{probe}");
+        }
+    }
+
+    #[test]
+    fn api_server_address_becomes_the_probes_kubernetes_service_env() {
+        for (flag, host, port) in [
+            ("127.0.0.1:16443", "127.0.0.1", "16443"),
+            ("[fd00::1]:6443", "fd00::1", "6443"),
+            ("api.cluster.internal:443", "api.cluster.internal", "443"),
+        ] {
+            let settings = ProbeSettings {
+                api_server: Some(flag.parse().unwrap()),
+                ..Default::default()
+            };
+            let v = value(&probe_daemonset(&settings, None));
+            let env = &v["spec"]["template"]["spec"]["containers"][0]["env"];
+            assert_eq!(
+                env,
+                &json!([
+                    {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                    {"name": "KUBERNETES_SERVICE_HOST", "value": host},
+                    {"name": "KUBERNETES_SERVICE_PORT", "value": port},
+                ]),
+                "{flag}"
+            );
+            assert_eq!(settings.api_server.unwrap().to_string(), flag);
+        }
+    }
+
+    #[test]
+    fn malformed_api_server_addresses_are_refused_with_the_reason() {
+        for (bad, says) in [
+            ("", "empty"),
+            ("10.0.0.1", "lacks a port"),
+            ("https://10.0.0.1:6443", "no scheme"),
+            ("10.0.0.1:0", "1 to 65535"),
+            ("10.0.0.1:70000", "1 to 65535"),
+            ("10.0.0.1:https", "1 to 65535"),
+            ("fd00::1:6443", "in brackets"),
+            ("[fd00::zz]:6443", "not an IPv6 address"),
+            ("[fd00::1]6443", "]:PORT"),
+            ("10.0.0.999:6443", "not a valid IPv4"),
+            ("bad_host:6443", "neither an IPv4 address nor a DNS name"),
+            ("-api:6443", "neither"),
+            (":6443", "is empty"),
+        ] {
+            let err = bad.parse::<ApiServerAddr>().unwrap_err();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_owner_deployment_is_a_non_controller_owner_of_the_daemonset() {
+        let owner = OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "sockwarden-operator".into(),
+            uid: "0b6f-uid".into(),
+            controller: Some(false),
+            block_owner_deletion: None,
+        };
+        let v = value(&probe_daemonset(&ProbeSettings::default(), Some(&owner)));
+        assert_eq!(
+            v["metadata"]["ownerReferences"],
+            json!([{"apiVersion": "apps/v1", "kind": "Deployment", "name": "sockwarden-operator", "uid": "0b6f-uid", "controller": false}])
+        );
+    }
+
+    #[test]
+    fn server_defaults_and_status_are_not_drift_but_a_changed_field_is() {
+        let desired = probe_daemonset(&ProbeSettings::default(), None);
+        let mut observed = value(&desired);
+        observed["metadata"]["resourceVersion"] = json!("7");
+        observed["metadata"]["generation"] = json!(1);
+        observed["status"] = json!({"desiredNumberScheduled": 3, "numberReady": 1, "currentNumberScheduled": 3, "numberMisscheduled": 0});
+        let pod = &mut observed["spec"]["template"]["spec"];
+        pod["restartPolicy"] = json!("Always");
+        pod["dnsPolicy"] = json!("ClusterFirst");
+        pod["containers"][0]["terminationMessagePath"] = json!("/dev/termination-log");
+        pod["containers"][0]["readinessProbe"]["httpGet"]["scheme"] = json!("HTTP");
+        let as_ds = |v: &Value| serde_json::from_value::<DaemonSet>(v.clone()).unwrap();
+        assert!(!drifted(&desired, &as_ds(&observed)));
+
+        let mut edited = observed.clone();
+        edited["spec"]["template"]["spec"]["containers"][0]["image"] = json!("evil:latest");
+        assert!(drifted(&desired, &as_ds(&edited)));
+        let mut extra_mount = observed.clone();
+        extra_mount["spec"]["template"]["spec"]["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "root", "hostPath": {"path": "/"}}));
+        assert!(drifted(&desired, &as_ds(&extra_mount)));
     }
 }

@@ -1,7 +1,13 @@
 //! Reconciles `DockerAbuseFinding` objects: publishes a Warning Event on the offending Pod
-//! and on the policy when a finding appears or its count grows (the Recorder folds repeats
-//! into one Event series), deletes findings past their policy's TTL or beyond its
-//! per-namespace limit, and keeps the findings gauge current.
+//! and on the policy when a finding appears or its count grows, deletes findings past their
+//! policy's TTL or beyond its per-namespace limit, and keeps the findings gauge current.
+//!
+//! Events are tracked per (finding, target): each target's Event is sent once per count,
+//! and a failure on one target makes the retry send only what is still missing. The text
+//! carries the count it was published for; since an Event's note cannot change, a grown
+//! count is a new Event (named after finding, target and count, so re-sending one that
+//! made it is a harmless AlreadyExists). The policy's Events live in `kube-system` (see
+//! [`crate::events`]).
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use api::{parse_ttl, DockerAbuseFinding, DockerSocketPolicy, FindingAction, FindingOperation};
@@ -11,16 +17,13 @@ use k8s_openapi::{
 };
 use kube::{
     api::DeleteParams,
-    runtime::{
-        controller::Action,
-        events::{Event, EventType},
-        reflector::ObjectRef,
-    },
+    runtime::{controller::Action, reflector::ObjectRef},
     Api, Resource, ResourceExt,
 };
 
 use crate::{
-    context::{Context, Error},
+    context::{Context, Error, EventTarget},
+    events::{event_name, NewEvent},
     policy_controller::{retry_after, truncate},
 };
 
@@ -41,6 +44,7 @@ pub async fn reconcile(
     ctx.metrics.reconciles.with_label_values(&["finding"]).inc();
     let result = reconcile_inner(&finding, &ctx).await;
     refresh_gauge(&ctx);
+    prune_events(&ctx);
     timer.observe_duration();
     result
 }
@@ -70,13 +74,13 @@ async fn reconcile_inner(finding: &DockerAbuseFinding, ctx: &Context) -> Result<
     let expires = last_seen(finding) + SignedDuration::from_secs(ttl as i64);
     if now >= expires {
         tracing::info!(%namespace, %name, "deleting finding past its TTL");
-        delete(&api, &name, ctx, "ttl").await?;
+        delete(&api, finding, ctx, "ttl").await?;
         return Ok(Action::await_change());
     }
     if let Some(max) = retention.and_then(|r| r.max_per_namespace) {
         if beyond_limit(ctx, finding, max as usize) {
             tracing::info!(%namespace, %name, max, "deleting finding beyond the per-namespace limit");
-            delete(&api, &name, ctx, "limit").await?;
+            delete(&api, finding, ctx, "limit").await?;
             return Ok(Action::await_change());
         }
     }
@@ -87,15 +91,18 @@ async fn reconcile_inner(finding: &DockerAbuseFinding, ctx: &Context) -> Result<
 
 async fn delete(
     api: &Api<DockerAbuseFinding>,
-    name: &str,
+    finding: &DockerAbuseFinding,
     ctx: &Context,
     reason: &str,
 ) -> Result<(), Error> {
-    match api.delete(name, &DeleteParams::default()).await {
+    let name = finding.name_any();
+    let uid = &finding.uid().unwrap_or_else(|| name.clone());
+    match api.delete(&name, &DeleteParams::default()).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => {} // already gone
         Err(e) => return Err(e.into()),
     }
+    forget_events(ctx, uid);
     ctx.metrics
         .findings_deleted
         .with_label_values(&[reason])
@@ -157,48 +164,76 @@ async fn publish_events(
 ) -> Result<(), Error> {
     let uid = finding.uid().unwrap_or_else(|| finding.name_any());
     let count = finding.status.as_ref().map_or(1, |s| s.count);
-    let previous = ctx
-        .evented
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&uid)
-        .copied();
-    let due = match previous {
-        Some(seen) => count > seen,
-        // First sight: publish unless it is old news from before this operator started.
-        None => last_seen(finding) >= ctx.started - STARTUP_GRACE,
+    // First sight: publish unless it is old news from before this operator started.
+    let fresh = last_seen(finding) >= ctx.started - STARTUP_GRACE;
+    let pod = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(finding.spec.pod.name.clone()),
+        namespace: finding.namespace(),
+        uid: Some(finding.spec.pod.uid.clone()),
+        ..Default::default()
     };
-    if due {
-        let event = Event {
-            type_: EventType::Warning,
-            reason: "DockerSocketAbuse".into(),
-            note: Some(describe(finding)),
-            action: match finding.spec.action {
-                FindingAction::Audit => "Detected".into(),
-                FindingAction::Blocked => "Blocked".into(),
-            },
-            secondary: None,
-        };
-        let pod = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(finding.spec.pod.name.clone()),
-            namespace: finding.namespace(),
-            uid: Some(finding.spec.pod.uid.clone()),
-            ..Default::default()
-        };
-        ctx.recorder.publish(&event, &pod).await?;
-        if let Some(policy) = policy {
-            ctx.recorder
-                .publish(&event, &policy.object_ref(&()))
-                .await?;
-        }
+    let mut targets = vec![(EventTarget::Pod, pod)];
+    if let Some(policy) = policy {
+        targets.push((EventTarget::Policy, policy.object_ref(&())));
     }
+    for (target, regarding) in targets {
+        let key = (uid.clone(), target);
+        let published = ctx
+            .evented
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .copied();
+        let due = match published {
+            Some(seen) => count > seen,
+            None => fresh,
+        };
+        if due {
+            let event = NewEvent {
+                warning: true,
+                reason: "DockerSocketAbuse".into(),
+                action: match finding.spec.action {
+                    FindingAction::Audit => "Detected".into(),
+                    FindingAction::Blocked => "Blocked".into(),
+                },
+                note: describe(finding),
+                regarding,
+            };
+            let name = event_name(&[&uid, target.as_str(), &count.to_string()]);
+            ctx.events.publish(&name, &event).await?;
+        }
+        // Recorded per target as soon as it is done: a later failure does not undo it.
+        ctx.evented
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, count);
+    }
+    Ok(())
+}
+
+/// Forgets what was published for a finding that is gone.
+fn forget_events(ctx: &Context, uid: &str) {
     ctx.evented
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(uid, count);
-    Ok(())
+        .retain(|(u, _), _| u != uid);
+}
+
+/// Forgets findings no longer in the cache (deleted by someone else), so the bookkeeping
+/// does not grow without bound.
+fn prune_events(ctx: &Context) {
+    let live: std::collections::HashSet<String> = ctx
+        .findings
+        .state()
+        .iter()
+        .map(|f| f.uid().unwrap_or_else(|| f.name_any()))
+        .collect();
+    ctx.evented
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|(u, _), _| live.contains(u));
 }
 
 /// Recomputes the findings gauge from the cache.
@@ -233,7 +268,7 @@ pub fn error_policy(_finding: Arc<DockerAbuseFinding>, error: &Error, ctx: Arc<C
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::harness;
+    use crate::testing::{harness, status_error};
     use api::DockerAbuseFindingSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
@@ -290,25 +325,31 @@ mod tests {
             ] {
                 assert!(note.contains(part), "note lacks {part:?}: {note}");
             }
+            assert_eq!(call.body["metadata"]["name"], "uid-daf-1.pod.3");
             call.echo();
             let call = api
-                .expect("POST", "/apis/events.k8s.io/v1/namespaces/default/events")
+                .expect(
+                    "POST",
+                    "/apis/events.k8s.io/v1/namespaces/kube-system/events",
+                )
                 .await;
             assert_eq!(call.body["regarding"]["kind"], "DockerSocketPolicy");
             assert_eq!(call.body["regarding"]["name"], "audit-all");
+            assert_eq!(call.body["metadata"]["name"], "uid-daf-1.policy.3");
             call.echo();
             api.expect_silence().await; // the same count again: nothing
-                                        // count grew: the pod's Event is published again (as a series)
-            let call = api.next_any().await;
-            assert!(call.uri.contains("/namespaces/shop/events"), "{}", call.uri);
-            call.echo();
-            let call = api.next_any().await;
-            assert!(
-                call.uri.contains("/namespaces/default/events"),
-                "{}",
-                call.uri
-            );
-            call.echo();
+                                        // count grew: a new Event per target whose text carries the new count
+            for (path, name) in [
+                ("/namespaces/shop/events", "uid-daf-1.pod.4"),
+                ("/namespaces/kube-system/events", "uid-daf-1.policy.4"),
+            ] {
+                let call = api.expect("POST", path).await;
+                assert_eq!(call.body["metadata"]["name"], name);
+                let note = call.body["note"].as_str().unwrap();
+                assert!(note.contains("seen 4 time(s)"), "{note}");
+                call.echo();
+            }
+            api.expect_silence().await;
         });
         let action = reconcile(Arc::new(f.clone()), ctx.clone()).await.unwrap();
         let Some(requeue) = action_requeue(&action) else {
@@ -326,6 +367,78 @@ mod tests {
         assert!(ctx.metrics.render().contains(
             r#"sockwarden_operator_findings{action="Audit",namespace="shop",operation="connect"} 3"#
         ));
+    }
+
+    #[tokio::test]
+    async fn the_policy_event_goes_to_kube_system_naming_the_cluster_scoped_policy() {
+        let mut h = harness();
+        let mut p = policy("audit-all", json!({"ttl": "10m"}));
+        p.metadata.uid = Some("policy-uid".into());
+        h.add_policy(&p);
+        let f = finding("daf-1", "audit-all", 1, Timestamp::now());
+        h.add_finding(&f);
+        let (ctx, mut api) = (h.ctx.clone(), h.api);
+        let verifier = tokio::spawn(async move {
+            api.expect("POST", "/apis/events.k8s.io/v1/namespaces/shop/events")
+                .await
+                .echo();
+            let call = api
+                .expect(
+                    "POST",
+                    "/apis/events.k8s.io/v1/namespaces/kube-system/events?",
+                )
+                .await;
+            assert_eq!(call.body["metadata"]["namespace"], "kube-system");
+            assert_eq!(
+                call.body["regarding"],
+                json!({"apiVersion": "sockwarden.io/v1alpha1", "kind": "DockerSocketPolicy",
+                       "name": "audit-all", "uid": "policy-uid"}),
+                "names the policy, with no namespace"
+            );
+            assert_eq!(call.body["reason"], "DockerSocketAbuse");
+            assert_eq!(call.body["action"], "Detected");
+            assert!(call.body["note"]
+                .as_str()
+                .unwrap()
+                .contains("seen 1 time(s)"));
+            call.echo();
+            api.expect_silence().await;
+        });
+        reconcile(Arc::new(f), ctx).await.unwrap();
+        verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_policy_event_is_retried_without_resending_the_pod_event() {
+        let mut h = harness();
+        h.add_policy(&policy("audit-all", json!({"ttl": "10m"})));
+        let f = Arc::new(finding("daf-1", "audit-all", 3, Timestamp::now()));
+        h.add_finding(&f);
+        let (ctx, mut api) = (h.ctx.clone(), h.api);
+        let verifier = tokio::spawn(async move {
+            api.expect("POST", "/namespaces/shop/events").await.echo();
+            api.expect("POST", "/namespaces/kube-system/events")
+                .await
+                .reply(422, status_error(422, "Invalid"));
+            // the retry: only the policy's Event, still for count 3
+            let call = api.expect("POST", "/namespaces/kube-system/events").await;
+            assert_eq!(call.body["metadata"]["name"], "uid-daf-1.policy.3");
+            assert!(call.body["note"]
+                .as_str()
+                .unwrap()
+                .contains("seen 3 time(s)"));
+            call.echo();
+            api.expect_silence().await;
+        });
+        let err = reconcile(f.clone(), ctx.clone()).await.unwrap_err();
+        assert_eq!(err.kind(), "api_422");
+        reconcile(f.clone(), ctx.clone())
+            .await
+            .expect("the retry sends what is missing");
+        reconcile(f, ctx.clone())
+            .await
+            .expect("nothing left to send");
+        verifier.await.unwrap();
     }
 
     #[tokio::test]
@@ -357,6 +470,10 @@ mod tests {
             Timestamp::now() - SignedDuration::from_hours(2),
         );
         let (ctx, mut api) = (h.ctx.clone(), h.api);
+        ctx.evented
+            .lock()
+            .unwrap()
+            .insert(("uid-daf-old".into(), EventTarget::Pod), 1);
         let verifier = tokio::spawn(async move {
             let call = api
                 .expect(
@@ -379,6 +496,10 @@ mod tests {
             .metrics
             .render()
             .contains(r#"sockwarden_operator_findings_deleted_total{reason="ttl"} 1"#));
+        assert!(
+            ctx.evented.lock().unwrap().is_empty(),
+            "a deleted finding's Event bookkeeping is dropped"
+        );
     }
 
     #[tokio::test]
@@ -394,7 +515,7 @@ mod tests {
         let verifier = tokio::spawn(async move {
             api.expect("DELETE", "/dockerabusefindings/daf-x")
                 .await
-                .reply(404, crate::testing::status_error(404, "NotFound"));
+                .reply(404, status_error(404, "NotFound"));
         });
         reconcile(Arc::new(f), ctx)
             .await

@@ -2,6 +2,12 @@
 //! the holder reconciles. A holder renews every third of the lease; a lease not renewed
 //! within its duration may be taken over. Writes use the lease's resourceVersion, so two
 //! candidates racing for it cannot both win (the loser gets 409 Conflict).
+//!
+//! The spec is what `kubectl get lease` and client-go expect: `holderIdentity`,
+//! `leaseDurationSeconds`, `acquireTime` and `renewTime` as MicroTime (RFC 3339, six
+//! fractional digits, UTC), `leaseTransitions` counting changes of holder. On SIGTERM the
+//! leader [releases](LeaderElector::release) the lease (no holder, a one-second duration),
+//! so another replica takes over at once instead of after the lease runs out.
 use std::time::Duration;
 
 use k8s_openapi::{
@@ -61,13 +67,14 @@ impl LeaderElector {
             };
         };
         let spec = lease.spec.clone().unwrap_or_default();
-        let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+        let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty());
+        let ours = holder == Some(self.identity.as_str());
         let duration = SignedDuration::from_secs(spec.lease_duration_seconds.unwrap_or(15).into());
         let expired = spec
             .renew_time
             .as_ref()
             .is_none_or(|t| t.0 + duration < now);
-        if !ours && !expired && spec.holder_identity.is_some() {
+        if !ours && !expired && holder.is_some() {
             return Ok(false);
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + if ours { 0 } else { 1 };
@@ -84,6 +91,31 @@ impl LeaderElector {
         {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false), // lost the race
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the lease up if we hold it: no holder, renewed now, lasting one second (the
+    /// API's minimum), transitions unchanged. `Ok(true)` if released.
+    pub async fn release(&self) -> Result<bool, kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(false);
+        };
+        let mut spec = lease.spec.clone().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(false);
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        lease.spec = Some(spec);
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false), // changed under us
             Err(e) => Err(e),
         }
     }
@@ -115,6 +147,16 @@ mod tests {
 
     const PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/sockwarden-system/leases";
 
+    /// metav1.MicroTime on the wire: `2006-01-02T15:04:05.000000Z`, parseable.
+    fn assert_micro_time(v: &serde_json::Value) {
+        let t = v.as_str().unwrap_or_else(|| panic!("not a string: {v}"));
+        let b = t.as_bytes();
+        assert_eq!(b.len(), 27, "{t}");
+        assert!(b[19] == b'.' && b[26] == b'Z' && b[10] == b'T', "{t}");
+        assert!(b[20..26].iter().all(u8::is_ascii_digit), "{t}");
+        t.parse::<Timestamp>().unwrap();
+    }
+
     #[tokio::test]
     async fn first_replica_creates_the_lease_and_leads() {
         let h = harness();
@@ -125,8 +167,17 @@ mod tests {
                 .await
                 .reply(404, status_error(404, "NotFound"));
             let call = api.expect("POST", PATH).await;
-            assert_eq!(call.body["spec"]["holderIdentity"], "pod-a");
-            assert_eq!(call.body["spec"]["leaseDurationSeconds"], 15);
+            assert_eq!(call.body["apiVersion"], "coordination.k8s.io/v1");
+            assert_eq!(call.body["kind"], "Lease");
+            assert_eq!(call.body["metadata"]["name"], "sockwarden-operator");
+            let spec = &call.body["spec"];
+            assert_eq!(spec["holderIdentity"], "pod-a");
+            assert_eq!(spec["leaseDurationSeconds"], 15);
+            assert_eq!(spec["leaseTransitions"], 0);
+            for field in ["acquireTime", "renewTime"] {
+                assert_micro_time(&spec[field]);
+            }
+            assert_eq!(spec["acquireTime"], spec["renewTime"]);
             call.echo();
         });
         assert!(e.try_acquire_or_renew().await.unwrap());
@@ -203,6 +254,88 @@ mod tests {
             call.echo();
         });
         assert!(e.try_acquire_or_renew().await.unwrap());
+        verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn renewal_keeps_the_acquire_time_and_moves_the_renew_time() {
+        let h = harness();
+        let e = elector(&h, "pod-a");
+        let mut api = h.api;
+        let acquired = Timestamp::now() - SignedDuration::from_secs(5);
+        let verifier = tokio::spawn(async move {
+            api.expect("GET", "/leases/sockwarden-operator")
+                .await
+                .reply(200, lease("pod-a", acquired, 1));
+            let call = api.expect("PUT", "/leases/sockwarden-operator").await;
+            let spec = &call.body["spec"];
+            assert_eq!(spec["acquireTime"], json!(MicroTime(acquired)));
+            assert_micro_time(&spec["renewTime"]);
+            assert!(
+                spec["renewTime"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<Timestamp>()
+                    .unwrap()
+                    > acquired
+            );
+            assert_eq!(spec["holderIdentity"], "pod-a");
+            call.echo();
+        });
+        assert!(e.try_acquire_or_renew().await.unwrap());
+        verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn on_shutdown_the_leader_releases_the_lease_and_a_standby_takes_it_at_once() {
+        let h = harness();
+        let leader = elector(&h, "pod-a");
+        let standby = elector(&h, "pod-b");
+        let mut api = h.api;
+        let verifier = tokio::spawn(async move {
+            api.expect("GET", "/leases/sockwarden-operator")
+                .await
+                .reply(200, lease("pod-a", Timestamp::now(), 2));
+            let call = api.expect("PUT", "/leases/sockwarden-operator").await;
+            assert_eq!(call.body["metadata"]["resourceVersion"], "41");
+            let spec = call.body["spec"].clone();
+            assert!(spec["holderIdentity"].is_null(), "holder cleared: {spec}");
+            assert_eq!(spec["leaseDurationSeconds"], 1);
+            assert_eq!(spec["leaseTransitions"], 2);
+            assert_micro_time(&spec["renewTime"]);
+            call.echo();
+            // the standby sees the released lease (renewed just now) and takes it
+            let mut released = lease("pod-a", Timestamp::now(), 2);
+            released["spec"] = spec;
+            api.expect("GET", "/leases/sockwarden-operator")
+                .await
+                .reply(200, released);
+            let call = api.expect("PUT", "/leases/sockwarden-operator").await;
+            assert_eq!(call.body["spec"]["holderIdentity"], "pod-b");
+            assert_eq!(call.body["spec"]["leaseDurationSeconds"], 15);
+            assert_eq!(call.body["spec"]["leaseTransitions"], 3);
+            call.echo();
+        });
+        assert!(leader.release().await.unwrap());
+        assert!(
+            standby.try_acquire_or_renew().await.unwrap(),
+            "no waiting for the old lease to run out"
+        );
+        verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn releasing_a_lease_held_by_another_replica_changes_nothing() {
+        let h = harness();
+        let e = elector(&h, "pod-b");
+        let mut api = h.api;
+        let verifier = tokio::spawn(async move {
+            api.expect("GET", "/leases/sockwarden-operator")
+                .await
+                .reply(200, lease("pod-a", Timestamp::now(), 0));
+            api.expect_silence().await;
+        });
+        assert!(!e.release().await.unwrap());
         verifier.await.unwrap();
     }
 }

@@ -1,12 +1,19 @@
 //! `sockwarden-operator`: reconciles `DockerSocketPolicy` objects, rolls out the probe
 //! DaemonSet, publishes Events and status, and garbage-collects findings.
+//!
+//! Tasks once leading: the lease renewer ([`leader`]), the DaemonSet watch that keeps the
+//! probe DaemonSet as configured and fills its cache ([`rollout`]), the policy controller
+//! (status from that cache, reconciled again on every DaemonSet change) and the finding
+//! controller (Events, TTL). SIGTERM stops the controllers, then releases the lease.
 mod conditions;
 mod context;
 mod daemonset;
+mod events;
 mod finding_controller;
 mod leader;
 mod metrics;
 mod policy_controller;
+mod rollout;
 mod server;
 #[cfg(test)]
 mod testing;
@@ -23,24 +30,24 @@ use api::{DockerAbuseFinding, DockerSocketPolicy};
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 use k8s_openapi::{
-    api::{apps::v1::DaemonSet, coordination::v1::Lease},
+    api::{
+        apps::v1::{DaemonSet, Deployment},
+        coordination::v1::Lease,
+    },
     jiff::Timestamp,
 };
 use kube::{
-    api::{Patch, PatchParams},
-    runtime::{
-        events::{Recorder, Reporter},
-        reflector::ObjectRef,
-        watcher, Controller,
-    },
+    runtime::{reflector, reflector::ObjectRef, watcher, Controller, WatchStreamExt},
     Api, Client,
 };
 
 use crate::{
     context::{Context, MANAGER},
-    daemonset::{probe_daemonset, ProbeSettings, NAME},
+    daemonset::{probe_daemonset, ApiServerAddr, ProbeSettings, NAME},
+    events::EventPublisher,
     leader::LeaderElector,
     metrics::Metrics,
+    rollout::Rollout,
 };
 
 #[derive(Parser)]
@@ -66,11 +73,14 @@ enum LogFormat {
 enum Command {
     /// Connect to the cluster and reconcile until SIGTERM.
     Run(RunArgs),
-    /// Print the probe DaemonSet this operator would apply (no cluster needed), for review
-    /// and security scanning.
-    RenderDaemonset(ProbeArgs),
+    /// Print the probe DaemonSet `run` would apply with the same flags (no cluster needed),
+    /// for review and security scanning. `run` adds the owner reference to
+    /// --owner-deployment, whose uid only the cluster knows.
+    RenderDaemonset(RunArgs),
 }
 
+/// The operator's configuration of the probe DaemonSet; `run` and `render-daemonset` share
+/// it, so the rendered DaemonSet is the applied one.
 #[derive(clap::Args, Clone)]
 struct ProbeArgs {
     /// Namespace of the operator and the probe DaemonSet.
@@ -88,6 +98,19 @@ struct ProbeArgs {
     /// Let probes detect opens through syscall tracepoints where no LSM backend exists (costs every syscall).
     #[arg(long)]
     probe_detect_open: bool,
+    /// Run probe pods in the node's network (hostNetwork, ClusterFirstWithHostNet DNS,
+    /// health checks over 127.0.0.1), for clusters where pods reach the API server only
+    /// directly.
+    #[arg(long)]
+    probe_host_network: bool,
+    /// HOST:PORT probes use for the API server (sets KUBERNETES_SERVICE_HOST/_PORT in the
+    /// probe container); IPv6 as [ADDR]:PORT. Default: the `kubernetes` Service.
+    #[arg(long, value_name = "HOST:PORT")]
+    probe_api_server: Option<ApiServerAddr>,
+    /// Name of the operator's Deployment (in --namespace); it becomes the probe DaemonSet's
+    /// owner, so deleting the operator deletes the probes. Empty: no owner.
+    #[arg(long, default_value = "", value_name = "NAME")]
+    owner_deployment: String,
 }
 
 impl ProbeArgs {
@@ -100,6 +123,8 @@ impl ProbeArgs {
             priority_class: (!self.probe_priority_class.is_empty())
                 .then(|| self.probe_priority_class.clone()),
             detect_open: self.probe_detect_open,
+            host_network: self.probe_host_network,
+            api_server: self.probe_api_server.clone(),
             ..Default::default()
         }
     }
@@ -141,8 +166,14 @@ fn main() -> std::process::ExitCode {
     };
     let args = match cli.command {
         Command::Run(args) => args,
-        Command::RenderDaemonset(probe) => {
-            let ds = probe_daemonset(&probe.settings(), &[]);
+        Command::RenderDaemonset(args) => {
+            if !args.probe.owner_deployment.is_empty() {
+                eprintln!(
+                    "sockwarden-operator: `run` also sets an ownerReference to Deployment {}/{} (its uid is only known in the cluster)",
+                    args.probe.namespace, args.probe.owner_deployment
+                );
+            }
+            let ds = probe_daemonset(&args.probe.settings(), None);
             match serde_yaml_ng::to_string(&ds) {
                 Ok(yaml) => {
                     print!("{yaml}");
@@ -190,16 +221,35 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let settings = args.probe.settings();
     let namespace = args.probe.namespace.clone();
+    ready.store(true, std::sync::atomic::Ordering::Release);
+
+    // The DaemonSet is rendered once, from configuration only (see rollout.rs).
+    let owner = if args.probe.owner_deployment.is_empty() {
+        None
+    } else {
+        rollout::owner_reference(
+            &Api::<Deployment>::namespaced(client.clone(), &namespace),
+            &args.probe.owner_deployment,
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+        )
+        .await
+    };
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), &namespace);
+    let rollout = Arc::new(Rollout::new(
+        daemonsets.clone(),
+        probe_daemonset(&settings, owner.as_ref()),
+    ));
 
     // Wait for leadership; keep renewing it in the background, and stop if it is lost.
-    ready.store(true, std::sync::atomic::Ordering::Release);
+    let mut lease = None;
     if !args.no_leader_election {
-        let elector = LeaderElector::new(
+        let elector = Arc::new(LeaderElector::new(
             Api::<Lease>::namespaced(client.clone(), &namespace),
             "sockwarden-operator",
             &identity,
             Duration::from_secs(15),
-        );
+        ));
         tracing::info!(%identity, "waiting for the leader lease");
         loop {
             match elector.try_acquire_or_renew().await {
@@ -211,11 +261,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         tracing::info!(%identity, "leading");
         metrics.leader.set(1);
-        tokio::spawn(async move {
+        let renewing = elector.clone();
+        let renewer = tokio::spawn(async move {
             let mut failures = 0;
             loop {
-                tokio::time::sleep(elector.renew_interval()).await;
-                match elector.try_acquire_or_renew().await {
+                tokio::time::sleep(renewing.renew_interval()).await;
+                match renewing.try_acquire_or_renew().await {
                     Ok(true) => failures = 0,
                     Ok(false) => {
                         tracing::error!(
@@ -234,39 +285,67 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             }
         });
+        lease = Some((elector, renewer));
+    }
+
+    // The probe runs (audit, built-in defaults) even before any policy exists.
+    rollout
+        .apply()
+        .await
+        .context("applying the probe DaemonSet")?;
+
+    // The DaemonSet watch: fills the cache policy status reads, puts a drifted or deleted
+    // DaemonSet back, and asks for every policy to be reconciled when it changes.
+    let (daemonset_store, daemonset_writer) = reflector::store();
+    let (trigger_tx, trigger_rx) = futures::channel::mpsc::channel::<()>(1);
+    let watch_rollout = rollout.clone();
+    let daemonset_watch = tokio::spawn(async move {
+        let mut trigger_tx = trigger_tx;
+        let events = reflector(
+            daemonset_writer,
+            watcher(
+                daemonsets,
+                watcher::Config::default().fields(&format!("metadata.name={NAME}")),
+            ),
+        )
+        .default_backoff();
+        futures::pin_mut!(events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => match watch_rollout.observe(&event).await {
+                    // A full channel already holds a pending "reconcile all".
+                    Ok(true) => {
+                        let _ = trigger_tx.try_send(());
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "re-applying the probe DaemonSet failed; the next change of it retries")
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching the probe DaemonSet failed; retrying")
+                }
+            }
+        }
+    });
+    if daemonset_store.wait_until_ready().await.is_err() {
+        anyhow::bail!("the probe DaemonSet watch stopped before its first listing");
     }
 
     let policies: Api<DockerSocketPolicy> = Api::all(client.clone());
     let findings: Api<DockerAbuseFinding> = Api::all(client.clone());
-    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), &namespace);
-
-    // The probe runs (audit, built-in defaults) even before any policy exists.
-    daemonsets
-        .patch(
-            NAME,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&probe_daemonset(&settings, &[])),
-        )
-        .await
-        .context("applying the probe DaemonSet")?;
-
     let policy_controller = Controller::new(policies, watcher::Config::default());
     let policy_store = policy_controller.store();
     let finding_controller = Controller::new(findings.clone(), watcher::Config::default());
     let finding_store = finding_controller.store();
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: MANAGER.into(),
-                instance: Some(identity),
-            },
-        ),
-        metrics,
+        events: EventPublisher::new(client.clone(), MANAGER, &identity),
+        metrics: metrics.clone(),
         settings,
-        policies: policy_store.clone(),
+        policies: policy_store,
         findings: finding_store,
+        daemonsets: daemonset_store,
         evented: Mutex::new(Default::default()),
         started: Timestamp::now(),
     });
@@ -276,17 +355,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             watcher::Config::default(),
             |f: DockerAbuseFinding| Some(ObjectRef::<DockerSocketPolicy>::new(&f.spec.policy)),
         )
-        .watches(
-            daemonsets,
-            watcher::Config::default().fields(&format!("metadata.name={NAME}")),
-            move |_ds: DaemonSet| {
-                policy_store
-                    .state()
-                    .iter()
-                    .map(|p| ObjectRef::from_obj(p.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .reconcile_all_on(trigger_rx)
         .shutdown_on_signal()
         .run(
             policy_controller::reconcile,
@@ -304,6 +373,89 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .for_each(|_| async {});
     tracing::info!("reconciling policies and findings");
     tokio::join!(policy_loop, finding_loop);
+
+    // Shutting down: stop putting the DaemonSet back (an uninstall is deleting it), stop
+    // renewing, and hand the lease over at once.
+    daemonset_watch.abort();
+    if let Some((elector, renewer)) = lease {
+        renewer.abort();
+        let _ = renewer.await;
+        match elector.release().await {
+            Ok(true) => tracing::info!(%identity, "released the leader lease"),
+            Ok(false) => tracing::info!("the leader lease was no longer ours to release"),
+            Err(e) => {
+                tracing::warn!(error = %e, "releasing the leader lease failed; another replica takes over when it runs out")
+            }
+        }
+        metrics.leader.set(0);
+    }
     tracing::info!("shut down");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("sockwarden-operator").chain(args.iter().copied()))
+    }
+
+    fn probe_args(cli: Cli) -> ProbeArgs {
+        match cli.command {
+            Command::Run(a) | Command::RenderDaemonset(a) => a.probe,
+        }
+    }
+
+    #[test]
+    fn run_and_render_daemonset_take_the_same_flags_and_render_the_same_daemonset() {
+        let flags = [
+            "--namespace=sw",
+            "--listen=0.0.0.0:9090",
+            "--probe-image=reg/probe:1",
+            "--probe-host-network",
+            "--probe-api-server=127.0.0.1:16443",
+            "--owner-deployment=sockwarden-operator",
+            "--no-leader-election",
+        ];
+        let mut run = vec!["run"];
+        run.extend(flags);
+        let mut render = vec!["render-daemonset"];
+        render.extend(flags);
+        let run = probe_args(parse(&run).unwrap());
+        let render = probe_args(parse(&render).unwrap());
+        assert_eq!(run.settings(), render.settings());
+        assert_eq!(run.owner_deployment, "sockwarden-operator");
+        let settings = run.settings();
+        assert!(settings.host_network);
+        assert_eq!(
+            settings.api_server,
+            Some(ApiServerAddr {
+                host: "127.0.0.1".into(),
+                port: 16443
+            })
+        );
+        let ds = serde_json::to_value(probe_daemonset(&settings, None)).unwrap();
+        assert_eq!(ds["metadata"]["namespace"], "sw");
+        assert_eq!(ds["spec"]["template"]["spec"]["hostNetwork"], true);
+    }
+
+    #[test]
+    fn the_defaults_need_no_flags_and_set_no_owner_or_host_network() {
+        let probe = probe_args(parse(&["render-daemonset"]).unwrap());
+        assert_eq!(probe.owner_deployment, "");
+        let settings = probe.settings();
+        assert!(!settings.host_network);
+        assert_eq!(settings.api_server, None);
+    }
+
+    #[test]
+    fn a_malformed_api_server_flag_is_refused_with_the_reason() {
+        let err = parse(&["run", "--probe-api-server=https://10.0.0.1:6443"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("--probe-api-server"), "{err}");
+        assert!(err.contains("no scheme"), "{err}");
+    }
 }

@@ -1,6 +1,10 @@
-//! Reconciles `DockerSocketPolicy` objects: validates them, keeps the probe DaemonSet in line
-//! with every accepted policy, and reports `Accepted`/`Ready`/`Degraded`, node coverage and a
-//! findings roll-up in the policy's status.
+//! Reconciles `DockerSocketPolicy` objects: validates them and reports
+//! `Accepted`/`Ready`/`Degraded`, node coverage and a findings roll-up in the policy's status.
+//!
+//! It never writes the probe DaemonSet: probes watch policies and arm their sockets
+//! themselves, and the DaemonSet belongs to [`crate::rollout`]. Node coverage comes from the
+//! DaemonSet's status in the watch cache; every DaemonSet status change reconciles all
+//! policies, so `Ready`/`Degraded` follow the probes without an API call here.
 use std::{sync::Arc, time::Duration};
 
 use api::{
@@ -10,10 +14,7 @@ use api::{
 use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::{
     api::{Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        events::{Event, EventType},
-    },
+    runtime::{controller::Action, reflector::ObjectRef},
     Api, Resource, ResourceExt,
 };
 use serde_json::json;
@@ -21,7 +22,8 @@ use serde_json::json;
 use crate::{
     conditions::condition,
     context::{Context, Error, MANAGER},
-    daemonset::{probe_daemonset, NAME},
+    daemonset::NAME,
+    events::{event_name, NewEvent},
     validate::validate,
 };
 
@@ -83,48 +85,35 @@ async fn reconcile_inner(policy: &DockerSocketPolicy, ctx: &Context) -> Result<A
             findings,
         };
         patch_status(&policies, &name, &status).await?;
-        ctx.recorder
+        // One Event per refused generation; a retry re-creates the same name (no duplicate).
+        let uid = policy.uid().unwrap_or_else(|| name.clone());
+        let generation = generation.unwrap_or(0).to_string();
+        ctx.events
             .publish(
-                &Event {
-                    type_: EventType::Warning,
+                &event_name(&[&uid, "invalid", &generation]),
+                &NewEvent {
+                    warning: true,
                     reason: "InvalidPolicy".into(),
-                    note: Some(truncate(&message, 1000)),
                     action: "Validate".into(),
-                    secondary: None,
+                    note: truncate(&message, 1000),
+                    regarding: policy.object_ref(&()),
                 },
-                &policy.object_ref(&()),
             )
             .await?;
         // Nothing changes until the policy does: no requeue, no hot loop.
         return Ok(Action::await_change());
     }
 
-    // One DaemonSet carries every accepted policy's extra sockets.
-    let mut accepted: Vec<Arc<DockerSocketPolicy>> = ctx
-        .policies
-        .state()
-        .into_iter()
-        .filter(|p| p.name_any() != name && validate(&p.spec).is_empty())
-        .collect();
-    accepted.push(Arc::new(policy.clone()));
-    accepted.sort_by_key(|p| p.name_any());
-    let refs: Vec<&DockerSocketPolicy> = accepted.iter().map(|p| p.as_ref()).collect();
-    let ds = probe_daemonset(&ctx.settings, &refs);
-    let daemonsets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
-    let applied = daemonsets
-        .patch(
-            NAME,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&ds),
-        )
-        .await?;
-    let ds_status = applied.status.unwrap_or_default();
+    let daemonset = ctx
+        .daemonsets
+        .get(&ObjectRef::<DaemonSet>::new(NAME).within(&ctx.settings.namespace));
+    let Some(daemonset) = daemonset else {
+        return missing_daemonset(policy, ctx, &policies, &previous, findings).await;
+    };
+    let ds_status = daemonset.status.clone().unwrap_or_default();
     let (desired, ready) = (ds_status.desired_number_scheduled, ds_status.number_ready);
 
-    let accepted_message = match policy.spec.mode {
-        Mode::Audit => "policy applied in Audit mode".to_string(),
-        Mode::Enforce => "Enforce accepted; this probe version reports (audits) only, blocking ships with the enforcing backends".to_string(),
-    };
+    let accepted_message = accepted_message(policy);
     let all_ready = desired > 0 && ready >= desired;
     let ready_reason = if desired == 0 {
         "NoNodes"
@@ -180,6 +169,65 @@ async fn reconcile_inner(policy: &DockerSocketPolicy, ctx: &Context) -> Result<A
     } else {
         HEALTHY_REQUEUE
     }))
+}
+
+fn accepted_message(policy: &DockerSocketPolicy) -> String {
+    match policy.spec.mode {
+        Mode::Audit => "policy applied in Audit mode".to_string(),
+        Mode::Enforce => "Enforce accepted; this probe version reports (audits) only, blocking ships with the enforcing backends".to_string(),
+    }
+}
+
+/// Status while the probe DaemonSet is not in the cache (not created yet, or deleted and
+/// being re-created): no node is known to be covered.
+async fn missing_daemonset(
+    policy: &DockerSocketPolicy,
+    ctx: &Context,
+    policies: &Api<DockerSocketPolicy>,
+    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    findings: Option<FindingsRollup>,
+) -> Result<Action, Error> {
+    let generation = policy.meta().generation;
+    let message = format!(
+        "the probe DaemonSet {}/{NAME} does not exist (yet); the operator creates it",
+        ctx.settings.namespace
+    );
+    let status = DockerSocketPolicyStatus {
+        observed_generation: generation,
+        conditions: vec![
+            condition(
+                ACCEPTED,
+                true,
+                "Valid",
+                accepted_message(policy),
+                generation,
+                previous,
+            ),
+            condition(
+                READY,
+                false,
+                "ProbeDaemonSetMissing",
+                message.clone(),
+                generation,
+                previous,
+            ),
+            condition(
+                DEGRADED,
+                true,
+                "ProbeDaemonSetMissing",
+                message,
+                generation,
+                previous,
+            ),
+        ],
+        nodes: Some(NodeCoverage {
+            desired: 0,
+            ready: 0,
+        }),
+        findings,
+    };
+    patch_status(policies, &policy.name_any(), &status).await?;
+    Ok(Action::requeue(DEGRADED_REQUEUE))
 }
 
 /// Findings reported under this policy, from the findings cache.
@@ -254,7 +302,7 @@ pub fn error_policy(_policy: Arc<DockerSocketPolicy>, error: &Error, ctx: Arc<Co
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{harness, status_error, Call};
+    use crate::testing::{harness, status_error, ApiServer, Call};
     use api::{DockerAbuseFinding, DockerAbuseFindingSpec};
     use serde_json::Value;
 
@@ -285,12 +333,6 @@ mod tests {
         f
     }
 
-    fn with_ds_status(call: Call, desired: i32, ready: i32) {
-        let mut ds = call.body.clone();
-        ds["status"] = json!({"desiredNumberScheduled": desired, "numberReady": ready, "currentNumberScheduled": desired, "numberMisscheduled": 0});
-        call.reply(200, ds);
-    }
-
     fn reply_policy(call: Call, p: &DockerSocketPolicy) {
         let mut obj = serde_json::to_value(p).unwrap();
         obj["status"] = call.body["status"].clone();
@@ -306,45 +348,37 @@ mod tests {
             .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
     }
 
+    /// Expects the status patch of `p` (and nothing before it), answers it, returns the status.
+    async fn expect_status(api: &mut ApiServer, p: &DockerSocketPolicy) -> Value {
+        let call = api
+            .expect(
+                "PATCH",
+                &format!(
+                    "/apis/sockwarden.io/v1alpha1/dockersocketpolicies/{}/status?",
+                    p.name_any()
+                ),
+            )
+            .await;
+        assert!(call.uri.contains("fieldManager=sockwarden-operator"));
+        let status = call.body["status"].clone();
+        reply_policy(call, p);
+        status
+    }
+
     #[tokio::test]
-    async fn new_policy_applies_the_daemonset_and_reports_ready_with_findings_rollup() {
+    async fn new_policy_reports_ready_from_the_daemonset_cache_without_touching_the_daemonset() {
         let mut h = harness();
         let p = policy(
             "audit-all",
             json!({"sockets": [{"path": "/srv/d.sock", "runtime": "docker"}]}),
         );
+        h.set_daemonset(3, 3);
         h.add_finding(&finding("daf-1", "audit-all", 2));
         h.add_finding(&finding("daf-2", "audit-all", 3));
         h.add_finding(&finding("daf-3", "other-policy", 7));
         let (ctx, mut api, reply_to) = (h.ctx.clone(), h.api, p.clone());
         let verifier = tokio::spawn(async move {
-            let call = api
-                .expect(
-                    "PATCH",
-                    "/apis/apps/v1/namespaces/sockwarden-system/daemonsets/sockwarden-probe?",
-                )
-                .await;
-            assert!(
-                call.uri.contains("fieldManager=sockwarden-operator")
-                    && call.uri.contains("force=true"),
-                "{}",
-                call.uri
-            );
-            let pod = &call.body["spec"]["template"]["spec"];
-            assert_eq!(pod["hostPID"], true);
-            assert!(pod["containers"][0]["args"]
-                .as_array()
-                .unwrap()
-                .contains(&json!("--socket=/srv/d.sock=docker")));
-            with_ds_status(call, 3, 3);
-            let call = api
-                .expect(
-                    "PATCH",
-                    "/apis/sockwarden.io/v1alpha1/dockersocketpolicies/audit-all/status?",
-                )
-                .await;
-            assert!(call.uri.contains("fieldManager=sockwarden-operator"));
-            let s = call.body["status"].clone();
+            let s = expect_status(&mut api, &reply_to).await;
             assert_eq!(s["observedGeneration"], 3);
             assert_eq!(cond(&s, "Accepted")["status"], "True");
             assert_eq!(cond(&s, "Ready")["status"], "True");
@@ -356,11 +390,89 @@ mod tests {
                 "only this policy's findings count"
             );
             assert!(s["findings"]["lastSeen"].is_string());
-            reply_policy(call, &reply_to);
-            api.expect_silence().await;
+            api.expect_silence().await; // no DaemonSet call
         });
         let action = reconcile(Arc::new(p), ctx).await.unwrap();
         assert_eq!(action, Action::requeue(HEALTHY_REQUEUE));
+        verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn deleting_a_policy_causes_no_daemonset_call() {
+        let mut h = harness();
+        h.set_daemonset(2, 2);
+        let stays = policy("stays", json!({}));
+        let goes = policy(
+            "goes",
+            json!({"sockets": [{"path": "/srv/other/api.sock", "runtime": "docker"}]}),
+        );
+        h.add_policy(&stays);
+        h.add_policy(&goes);
+        h.remove_policy(&goes);
+        let (ctx, mut api, reply_to) = (h.ctx.clone(), h.api, stays.clone());
+        let verifier = tokio::spawn(async move {
+            // The remaining policy's reconcile writes its own status, nothing else.
+            expect_status(&mut api, &reply_to).await;
+            api.expect_silence().await;
+        });
+        reconcile(Arc::new(stays), ctx).await.unwrap();
+        verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn daemonset_status_changes_move_the_policy_between_ready_and_degraded() {
+        let mut h = harness();
+        let p = policy("p", json!({}));
+        h.set_daemonset(3, 3);
+        let ctx = h.ctx.clone();
+        let mut api = h.api;
+        let reply_to = p.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let verifier = tokio::spawn(async move {
+            let s = expect_status(&mut api, &reply_to).await;
+            assert_eq!(cond(&s, "Ready")["status"], "True");
+            tx.send(()).await.unwrap();
+            let s = expect_status(&mut api, &reply_to).await;
+            assert_eq!(cond(&s, "Ready")["status"], "False");
+            assert_eq!(cond(&s, "Degraded")["status"], "True");
+            assert_eq!(s["nodes"], json!({"desired": 3, "ready": 1}));
+            api.expect_silence().await;
+        });
+        let p = Arc::new(p);
+        reconcile(p.clone(), ctx.clone()).await.unwrap();
+        rx.recv().await.unwrap();
+        h.daemonsets
+            .apply_watcher_event(&kube::runtime::watcher::Event::Apply(
+                serde_json::from_value(json!({
+                    "apiVersion": "apps/v1", "kind": "DaemonSet",
+                    "metadata": {"name": "sockwarden-probe", "namespace": "sockwarden-system"},
+                    "status": {"desiredNumberScheduled": 3, "numberReady": 1, "currentNumberScheduled": 3, "numberMisscheduled": 0},
+                }))
+                .unwrap(),
+            ));
+        let action = reconcile(p, ctx).await.unwrap();
+        assert_eq!(action, Action::requeue(DEGRADED_REQUEUE));
+        verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn without_the_probe_daemonset_the_policy_is_degraded_and_says_why() {
+        let h = harness();
+        let p = policy("p", json!({}));
+        let (ctx, mut api, reply_to) = (h.ctx.clone(), h.api, p.clone());
+        let verifier = tokio::spawn(async move {
+            let s = expect_status(&mut api, &reply_to).await;
+            assert_eq!(cond(&s, "Accepted")["status"], "True");
+            assert_eq!(cond(&s, "Ready")["reason"], "ProbeDaemonSetMissing");
+            assert_eq!(cond(&s, "Degraded")["status"], "True");
+            assert!(cond(&s, "Degraded")["message"]
+                .as_str()
+                .unwrap()
+                .contains("sockwarden-system/sockwarden-probe"));
+            api.expect_silence().await;
+        });
+        let action = reconcile(Arc::new(p), ctx).await.unwrap();
+        assert_eq!(action, Action::requeue(DEGRADED_REQUEUE));
         verifier.await.unwrap();
     }
 
@@ -387,13 +499,19 @@ mod tests {
             );
             assert_eq!(cond(&s, "Ready")["status"], "False");
             reply_policy(call, &reply_to);
+            // Events about the cluster-scoped policy live in kube-system (1.20 demands it).
             let call = api
-                .expect("POST", "/apis/events.k8s.io/v1/namespaces/default/events")
+                .expect(
+                    "POST",
+                    "/apis/events.k8s.io/v1/namespaces/kube-system/events",
+                )
                 .await;
             assert_eq!(call.body["type"], "Warning");
             assert_eq!(call.body["reason"], "InvalidPolicy");
+            assert_eq!(call.body["metadata"]["name"], "uid-bad.invalid.3");
             assert_eq!(call.body["regarding"]["kind"], "DockerSocketPolicy");
             assert_eq!(call.body["regarding"]["name"], "bad");
+            assert!(call.body["regarding"]["namespace"].is_null());
             call.echo();
             api.expect_silence().await; // no DaemonSet apply
         });
@@ -408,15 +526,11 @@ mod tests {
 
     #[tokio::test]
     async fn partly_ready_daemonset_is_degraded_with_the_reason() {
-        let h = harness();
+        let mut h = harness();
+        h.set_daemonset(5, 2);
         let p = policy("p", json!({"mode": "Enforce"}));
         let (ctx, mut api, reply_to) = (h.ctx.clone(), h.api, p.clone());
         let verifier = tokio::spawn(async move {
-            with_ds_status(
-                api.expect("PATCH", "/daemonsets/sockwarden-probe?").await,
-                5,
-                2,
-            );
             let call = api.expect("PATCH", "/dockersocketpolicies/p/status?").await;
             let s = call.body["status"].clone();
             assert_eq!(cond(&s, "Ready")["status"], "False");
@@ -444,26 +558,17 @@ mod tests {
 
     #[tokio::test]
     async fn conflicts_and_server_errors_are_retried_soon_and_never_panic() {
-        let h = harness();
+        let mut h = harness();
+        h.set_daemonset(1, 1);
         let p = Arc::new(policy("p", json!({})));
         let (ctx, mut api, reply_to) = (h.ctx.clone(), h.api, p.as_ref().clone());
         let verifier = tokio::spawn(async move {
-            api.expect("PATCH", "/daemonsets/sockwarden-probe?")
+            api.expect("PATCH", "/dockersocketpolicies/p/status?")
                 .await
                 .reply(409, status_error(409, "Conflict"));
-            with_ds_status(
-                api.expect("PATCH", "/daemonsets/sockwarden-probe?").await,
-                1,
-                1,
-            );
             api.expect("PATCH", "/dockersocketpolicies/p/status?")
                 .await
                 .reply(500, status_error(500, "InternalError"));
-            with_ds_status(
-                api.expect("PATCH", "/daemonsets/sockwarden-probe?").await,
-                1,
-                1,
-            );
             let call = api.expect("PATCH", "/dockersocketpolicies/p/status?").await;
             reply_policy(call, &reply_to);
         });

@@ -11,11 +11,11 @@ use std::{
 use api::{DockerAbuseFinding, DockerSocketPolicy};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     client::Body,
     runtime::{
-        events::{Recorder, Reporter},
         reflector::{self, store::Writer},
         watcher,
     },
@@ -23,7 +23,7 @@ use kube::{
 };
 use serde_json::{json, Value};
 
-use crate::{context::Context, daemonset::ProbeSettings, metrics::Metrics};
+use crate::{context::Context, daemonset::ProbeSettings, events::EventPublisher, metrics::Metrics};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -113,6 +113,7 @@ pub struct Harness {
     pub api: ApiServer,
     pub policies: Writer<DockerSocketPolicy>,
     pub findings: Writer<DockerAbuseFinding>,
+    pub daemonsets: Writer<DaemonSet>,
 }
 
 pub fn harness() -> Harness {
@@ -120,19 +121,15 @@ pub fn harness() -> Harness {
     let client = Client::new(service, "default");
     let (policy_store, policies) = reflector::store();
     let (finding_store, findings) = reflector::store();
+    let (daemonset_store, daemonsets) = reflector::store();
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(
-            client,
-            Reporter {
-                controller: "sockwarden-operator".into(),
-                instance: None,
-            },
-        ),
+        events: EventPublisher::new(client, "sockwarden-operator", "operator-0"),
         metrics: Arc::new(Metrics::new().unwrap()),
         settings: ProbeSettings::default(),
         policies: policy_store,
         findings: finding_store,
+        daemonsets: daemonset_store,
         evented: Mutex::new(HashMap::new()),
         started: Timestamp::now(),
     });
@@ -141,6 +138,7 @@ pub fn harness() -> Harness {
         api: ApiServer { handle },
         policies,
         findings,
+        daemonsets,
     }
 }
 
@@ -149,8 +147,24 @@ impl Harness {
         self.policies
             .apply_watcher_event(&watcher::Event::Apply(p.clone()));
     }
+    pub fn remove_policy(&mut self, p: &DockerSocketPolicy) {
+        self.policies
+            .apply_watcher_event(&watcher::Event::Delete(p.clone()));
+    }
     pub fn add_finding(&mut self, f: &DockerAbuseFinding) {
         self.findings
             .apply_watcher_event(&watcher::Event::Apply(f.clone()));
+    }
+    /// The probe DaemonSet as the watch shows it: desired and ready node counts.
+    pub fn set_daemonset(&mut self, desired: i32, ready: i32) {
+        let ds: DaemonSet = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "sockwarden-probe", "namespace": "sockwarden-system"},
+            "status": {"desiredNumberScheduled": desired, "numberReady": ready,
+                       "currentNumberScheduled": desired, "numberMisscheduled": 0},
+        }))
+        .unwrap();
+        self.daemonsets
+            .apply_watcher_event(&watcher::Event::Apply(ds));
     }
 }
