@@ -35,3 +35,13 @@ Helm lists API groups but not kinds, so the (--kube-version) Kubernetes version 
 {{- else -}}policy/v1beta1
 {{- end -}}
 {{- end -}}
+
+{{- /*
+apiServer.host and .port as HOST:PORT (an IPv6 address in brackets); empty when unset.
+values.schema.json refuses one without the other.
+*/ -}}
+{{- define "sockwarden.apiServer" -}}
+{{- with .Values.apiServer.host -}}
+{{- if contains ":" . -}}[{{ . }}]{{- else -}}{{ . }}{{- end -}}:{{ $.Values.apiServer.port | toString }}
+{{- end -}}
+{{- end -}}
