@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Checks the Helm chart and the plain manifests: lint, render with default and example
-# values, refuse bad values, validate everything against the Kubernetes schemas offline,
-# security-lint with checkov (exceptions in charts/sockwarden/.checkov.yaml), and fail when
-# charts/sockwarden/crds or deploy/ are stale.
+# values, assert what each value renders, refuse bad values, validate everything against the
+# Kubernetes schemas offline, security-lint with checkov (exceptions in
+# charts/sockwarden/.checkov.yaml), and fail when charts/sockwarden/crds or deploy/ are stale.
+#
+# The last part checks the chart against the operator binary (OPERATOR_BIN, default
+# target/debug/sockwarden-operator): every flag the chart passes must exist, and the probe
+# DaemonSet rendered from the chart's own operator arguments is validated and scanned. It
+# runs after everything else and reports on its own, so "the chart is wrong" and "this
+# operator lacks a flag the chart passes" are told apart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/opt/sockwarden-tools/bin:$PATH"
 work=$(mktemp -d /tmp/sw-chart.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 chart=charts/sockwarden
+operator_bin=${OPERATOR_BIN:-target/debug/sockwarden-operator}
 
 for f in crds/*.yaml; do
   cmp -s "$f" "$chart/crds/$(basename "$f")" || { echo "$chart/crds/$(basename "$f") differs from $f: copy it" >&2; exit 1; }
@@ -27,6 +34,101 @@ helm template sockwarden "$chart" -n sockwarden-system --api-versions monitoring
 grep -q "alert: SockwardenRuntimeSocketAbuse" "$work/with-prometheus.yaml"
 grep -q 'increase(sockwarden_probe_findings_total\[5m\])) > 0' "$work/with-prometheus.yaml"
 
+# What each value renders. `expect NAME 'python'` runs the assertions on $work/NAME.yaml, with
+# `objs` keyed by (kind, name), the operator Deployment (`deploy`), its pod spec (`pod`), its
+# container (`op`, `args`, `env`) and the PodDisruptionBudget (`pdb`, None if absent). Every
+# render also has to give each Service and container port a protocol: server-side apply on
+# 1.20 keys those lists by port and protocol and refuses a port without one.
+render() { # name helm-args...
+  local name=$1; shift
+  helm template sockwarden "$chart" -n sockwarden-system "$@" >"$work/$name.yaml"
+}
+expect() { # name python-assertions
+  python3 - "$work/$1.yaml" "$2" <<'PY' || { echo "[chart] render '$1' is not as expected" >&2; exit 1; }
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+objs = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+deploy = objs[("Deployment", "sockwarden-operator")]
+pod = deploy["spec"]["template"]["spec"]
+op = next(c for c in pod["containers"] if c["name"] == "operator")
+args = op["args"]
+env = {e["name"]: e.get("value") for e in op.get("env", [])}
+pdb = objs.get(("PodDisruptionBudget", "sockwarden-operator"))
+for d in docs:
+    spec = d.get("spec") or {}
+    ports = list(spec.get("ports", [])) if d["kind"] == "Service" else []
+    for c in spec.get("template", {}).get("spec", {}).get("containers", []):
+        ports += c.get("ports", [])
+    for p in ports:
+        assert p.get("protocol") == "TCP", f"{d['kind']}/{d['metadata']['name']}: port without protocol: {p}"
+exec(sys.argv[2])
+PY
+}
+expect default '
+assert "--owner-deployment=sockwarden-operator" in args, args
+assert not any(a.startswith(("--probe-api-server", "--probe-host-network")) for a in args), args
+assert "KUBERNETES_SERVICE_HOST" not in env and "KUBERNETES_SERVICE_PORT" not in env, env
+assert "hostNetwork" not in pod and "dnsPolicy" not in pod and "strategy" not in deploy["spec"], pod
+assert "host" not in op["livenessProbe"]["httpGet"] and "host" not in op["readinessProbe"]["httpGet"]
+assert pdb["apiVersion"] == "policy/v1", pdb["apiVersion"]
+own = [r for r in objs[("Role", "sockwarden-operator")]["rules"] if "deployments" in r["resources"]]
+assert own == [{"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": ["sockwarden-operator"], "verbs": ["get"]}], own
+events = [r for r in objs[("ClusterRole", "sockwarden-operator")]["rules"] if "events" in r["resources"]]
+assert events == [{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}], events
+'
+render api-server --set apiServer.host=127.0.0.1 --set apiServer.port=16443
+expect api-server '
+assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1" and env["KUBERNETES_SERVICE_PORT"] == "16443", env
+assert "--probe-api-server=127.0.0.1:16443" in args, args
+assert "hostNetwork" not in pod and "--probe-host-network" not in args
+'
+printf 'apiServer:\n  host: "fd00::1"\n  port: 6443\n' >"$work/ipv6-values.yaml"
+render api-server-ipv6 -f "$work/ipv6-values.yaml"
+expect api-server-ipv6 '
+assert env["KUBERNETES_SERVICE_HOST"] == "fd00::1" and env["KUBERNETES_SERVICE_PORT"] == "6443", env
+assert "--probe-api-server=[fd00::1]:6443" in args, args
+'
+render operator-host-network --set operator.hostNetwork=true
+expect operator-host-network '
+assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet", pod
+assert op["livenessProbe"]["httpGet"]["host"] == "127.0.0.1" and op["readinessProbe"]["httpGet"]["host"] == "127.0.0.1"
+assert deploy["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}, deploy["spec"]["strategy"]
+assert "--probe-host-network" not in args and "KUBERNETES_SERVICE_HOST" not in env
+'
+render probe-host-network --set probe.hostNetwork=true
+expect probe-host-network '
+assert "--probe-host-network" in args, args
+assert "hostNetwork" not in pod
+'
+# The test bed's shape (KUBE-TESTBED.md): Kubernetes 1.20, host network, API server on
+# loopback; two replicas so that the PodDisruptionBudget is rendered too.
+render testbed --kube-version 1.20.2 -f "$chart/examples/host-network.yaml" --set operator.replicas=2
+expect testbed '
+assert pod["hostNetwork"] is True and "--probe-host-network" in args and "--probe-api-server=127.0.0.1:16443" in args, args
+assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1" and env["KUBERNETES_SERVICE_PORT"] == "16443", env
+assert pdb["apiVersion"] == "policy/v1beta1", pdb["apiVersion"]
+'
+echo "[chart] apiServer.*, operator.hostNetwork and probe.hostNetwork render as documented"
+
+# PodDisruptionBudget API: what discovery reports wins; offline (Helm's default capabilities
+# list groups, not kinds), the Kubernetes version decides.
+pdb_is() { # want helm-args...
+  local want=$1; shift
+  render pdb "$@"
+  expect pdb "assert pdb and pdb['apiVersion'] == '$want', (pdb or {}).get('apiVersion')"
+}
+pdb_is policy/v1
+pdb_is policy/v1beta1 --kube-version 1.20.2
+pdb_is policy/v1beta1 --kube-version 1.20.2 --api-versions policy/v1beta1/PodDisruptionBudget
+pdb_is policy/v1 --api-versions policy/v1/PodDisruptionBudget
+pdb_is policy/v1 --kube-version 1.23.0 --api-versions policy/v1/PodDisruptionBudget --api-versions policy/v1beta1/PodDisruptionBudget
+render pdb --set operator.replicas=1
+expect pdb 'assert pdb is None, pdb'
+if helm template sockwarden "$chart" --kube-version 1.19.16 >/dev/null 2>&1; then
+  echo "the chart renders for Kubernetes 1.19, below its kubeVersion" >&2; exit 1
+fi
+echo "[chart] PodDisruptionBudget: policy/v1 from 1.21, policy/v1beta1 on 1.20"
+
 # Bad values are refused by values.schema.json, with the offending key named.
 refuse() { # expected-message helm-set-args...
   local want=$1; shift
@@ -40,13 +142,31 @@ refuse "/defaultPolicy/findingsTTL" --set defaultPolicy.findingsTTL=-1h
 refuse "/operator/replicas" --set operator.replicas=0
 refuse "/image/pullPolicy" --set image.pullPolicy=Sometimes
 refuse "additional properties" --set operator.replica=2
+refuse "/apiServer/port" --set apiServer.host=127.0.0.1
+refuse "/apiServer/port" --set apiServer.port=16443
+refuse "/apiServer/port" --set apiServer.host=127.0.0.1 --set apiServer.port=0
+refuse "/apiServer/host" --set apiServer.host=https://127.0.0.1 --set apiServer.port=16443
+refuse "/operator/hostNetwork" --set operator.hostNetwork=yes
+refuse "/probe/hostNetwork" --set probe.hostNetwork=yes
 echo "[chart] bad values are refused"
 
 # Kubernetes schemas (strict), the operator-rendered DaemonSet included; the default policy
 # against the CRD's own schema.
-operator_bin=${OPERATOR_BIN:-target/debug/sockwarden-operator}
 "$operator_bin" render-daemonset >"$work/daemonset.yaml"
-kubernetes-validate --strict --quiet "$work/default.yaml" "$work/with-prometheus.yaml" "$work/daemonset.yaml" crds/*.yaml
+kubernetes-validate --strict --quiet "$work/default.yaml" "$work/with-prometheus.yaml" "$work/daemonset.yaml" crds/*.yaml \
+  "$work/api-server.yaml" "$work/api-server-ipv6.yaml" "$work/operator-host-network.yaml" "$work/probe-host-network.yaml"
+# The 1.20 render: no schema set here knows policy/v1beta1 (the oldest is 1.25, which removed
+# it), so the rest is validated against 1.25 and the PodDisruptionBudget may only use fields
+# v1beta1 has.
+python3 - "$work/testbed.yaml" "$work/testbed-without-pdb.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+assert [d["apiVersion"] for d in pdbs] == ["policy/v1beta1"], pdbs
+assert set(pdbs[0]["spec"]) <= {"minAvailable", "maxUnavailable", "selector"}, pdbs[0]["spec"]
+yaml.safe_dump_all([d for d in docs if d["kind"] != "PodDisruptionBudget"], open(sys.argv[2], "w"))
+PY
+kubernetes-validate --strict --quiet -k 1.25.0 "$work/testbed-without-pdb.yaml"
 python3 - "$work/default.yaml" crds/dockersocketpolicies.yaml <<'PY'
 import sys, yaml, jsonschema
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") == "DockerSocketPolicy"]
@@ -62,8 +182,85 @@ PY
 mkdir -p "$work/lint"
 cp "$work/default.yaml" "$work/daemonset.yaml" "$work/lint/"
 checkov -d "$work/lint" --framework kubernetes --compact --quiet --skip-download --config-file "$chart/.checkov.yaml"
+# With operator.hostNetwork/probe.hostNetwork the host-network check (CKV_K8S_19) fails by
+# design; it is skipped for those renders only (README.md, "Security posture").
+host_network_skips=$(python3 -c 'import sys, yaml; print(",".join(yaml.safe_load(open(sys.argv[1]))["skip-check"] + ["CKV_K8S_19"]))' "$chart/.checkov.yaml")
+mkdir -p "$work/lint-host-network"
+cp "$work/testbed.yaml" "$work/lint-host-network/"
+checkov -d "$work/lint-host-network" --framework kubernetes --compact --quiet --skip-download \
+  --config-file "$chart/.checkov.yaml" --skip-check "$host_network_skips"
 echo "[chart] checkov: no findings beyond the documented exceptions"
 
 bash scripts/render-deploy.sh "$work/deploy"
 diff -r "$work/deploy" deploy >/dev/null || { echo "deploy/ is stale: run scripts/render-deploy.sh" >&2; exit 1; }
 echo "[chart] deploy/ is current"
+
+# --- Against the operator binary: the flags the chart passes, and the DaemonSets they give. ---
+problems=()
+"$operator_bin" run --help >"$work/run-help.txt" 2>&1
+while IFS= read -r line; do problems+=("$line"); done < <(python3 - "$work/run-help.txt" "$operator_bin" \
+  "$work"/{default,api-server,operator-host-network,probe-host-network,testbed}.yaml <<'PY'
+import re, sys, yaml
+known = set(re.findall(r"--[a-z0-9][a-z0-9-]*", open(sys.argv[1]).read()))
+missing = {}
+for path in sys.argv[3:]:
+    for d in yaml.safe_load_all(open(path)):
+        if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "sockwarden-operator":
+            for a in d["spec"]["template"]["spec"]["containers"][0]["args"]:
+                flag = a.split("=", 1)[0]
+                if flag.startswith("--") and flag not in known:
+                    missing.setdefault(flag, []).append(path.rsplit("/", 1)[-1].removesuffix(".yaml"))
+for flag, renders in missing.items():
+    print(f"`{sys.argv[2]} run` has no {flag} (the chart passes it in renders: {', '.join(renders)})")
+PY
+)
+# The DaemonSet the operator renders from the chart's own arguments (minus those only `run`
+# takes: render-daemonset takes the probe's settings).
+render_ds() { # chart-render-name
+  python3 - "$work/$1.yaml" >"$work/$1.ds-args" <<'PY'
+import sys, yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "sockwarden-operator":
+        for a in d["spec"]["template"]["spec"]["containers"][0]["args"][1:]:
+            if a.split("=", 1)[0] not in ("--listen", "--no-leader-election", "--identity"):
+                print(a)
+PY
+  local ds_args
+  mapfile -t ds_args <"$work/$1.ds-args"
+  "$operator_bin" render-daemonset --namespace sockwarden-system "${ds_args[@]}" >"$work/$1.ds.yaml" 2>"$work/$1.ds.err"
+}
+scan_ds() { # chart-render-name checkov-skips
+  # With the chart render beside it, as installed (its NetworkPolicy covers the probe pods).
+  mkdir -p "$work/lint-ds-$1"
+  cp "$work/$1.yaml" "$work/$1.ds.yaml" "$work/lint-ds-$1/"
+  kubernetes-validate --strict --quiet "$work/$1.ds.yaml" >"$work/$1.kv.out" 2>&1 \
+    || problems+=("$1: its DaemonSet fails kubernetes-validate: $(cat "$work/$1.kv.out")")
+  checkov -d "$work/lint-ds-$1" --framework kubernetes --compact --quiet --skip-download \
+    --config-file "$chart/.checkov.yaml" --skip-check "$2" >"$work/$1.checkov.out" 2>&1 \
+    || problems+=("$1: checkov on its DaemonSet: $(cat "$work/$1.checkov.out")")
+}
+base_skips=$(python3 -c 'import sys, yaml; print(",".join(yaml.safe_load(open(sys.argv[1]))["skip-check"]))' "$chart/.checkov.yaml")
+if render_ds default; then
+  scan_ds default "$base_skips"
+else
+  problems+=("default: render-daemonset $(tr '\n' ' ' <"$work/default.ds-args")failed: $(cat "$work/default.ds.err")")
+fi
+if render_ds testbed; then
+  python3 - "$work/testbed.ds.yaml" >"$work/testbed.ds.check" 2>&1 <<'PY' || problems+=("testbed: its DaemonSet: $(tail -1 "$work/testbed.ds.check")")
+import sys, yaml
+ds = yaml.safe_load(open(sys.argv[1]))
+pod = ds["spec"]["template"]["spec"]
+env = {e["name"]: e.get("value") for e in pod["containers"][0].get("env", [])}
+assert pod.get("hostNetwork") is True, f"hostNetwork is {pod.get('hostNetwork')!r}, want true"
+assert env.get("KUBERNETES_SERVICE_HOST") == "127.0.0.1" and env.get("KUBERNETES_SERVICE_PORT") == "16443", f"env {env}"
+PY
+  scan_ds testbed "$host_network_skips"
+else
+  problems+=("testbed: render-daemonset $(tr '\n' ' ' <"$work/testbed.ds-args")failed: $(cat "$work/testbed.ds.err")")
+fi
+if ((${#problems[@]})); then
+  echo "[chart] FAILED against $operator_bin (every check above passed):" >&2
+  printf '  - %s\n' "${problems[@]}" >&2
+  exit 1
+fi
+echo "[chart] $operator_bin takes every flag the chart passes; the DaemonSets it renders from them validate and scan clean"
