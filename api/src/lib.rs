@@ -16,4 +16,3 @@ pub use policy::*;
 pub const GROUP: &str = "sockwarden.io";
 /// Label on a finding naming the policy it was reported under.
 pub const POLICY_LABEL: &str = "sockwarden.io/policy";
-

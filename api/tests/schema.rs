@@ -257,7 +257,10 @@ fn finding_schema_requires_its_fields_and_enums() {
 fn committed_crds_match_the_types() {
     use api::crds::{yaml, Shape};
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for (dir, shape) in [("crds", Shape::Full), ("charts/sockwarden/crds", Shape::Base)] {
+    for (dir, shape) in [
+        ("crds", Shape::Full),
+        ("charts/sockwarden/crds", Shape::Base),
+    ] {
         for (file, doc) in yaml(shape) {
             let committed = std::fs::read_to_string(root.join(dir).join(file)).unwrap_or_default();
             assert!(
