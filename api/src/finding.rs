@@ -140,13 +140,16 @@ pub struct DockerAbuseFindingStatus {
 }
 
 /// The deterministic object name of the finding for one (pod uid, container, socket,
-/// operation, executable): the same key always writes the same object.
+/// operation, program): the same key always writes the same object. The program is the
+/// task's `comm`, which the kernel reports with every event; the executable path is read
+/// from /proc afterwards and is missing for a process that already exited, so keying by it
+/// split one program's connects over two objects (seen on a real cluster).
 pub fn finding_name(
     pod_uid: &str,
     container: &str,
     socket_path: &str,
     operation: FindingOperation,
-    exe: &str,
+    program: &str,
 ) -> String {
     // FNV-1a over the key fields, NUL-separated; 64 bits in hex, twice with different
     // offsets for 128 bits so collisions are not a practical concern.
@@ -164,7 +167,7 @@ pub fn finding_name(
         FindingOperation::Connect => "connect",
         FindingOperation::Open => "open",
     };
-    let parts = [pod_uid, container, socket_path, op, exe];
+    let parts = [pod_uid, container, socket_path, op, program];
     format!(
         "daf-{:016x}{:016x}",
         fnv(0xcbf2_9ce4_8422_2325, &parts),

@@ -88,14 +88,13 @@ impl FindingSink for ClusterForwarder {
                 .unwrap_or(""),
             finding.socket.host_path,
             finding.operation,
-            finding
-                .process
-                .exe
-                .as_deref()
-                .unwrap_or(&finding.process.comm),
+            finding.process.comm, // the finding's key (api::finding_name)
         );
         if let Some(batch) = self.pending.get_mut(&key) {
             batch.count += 1;
+            if batch.finding.process.exe.is_none() && finding.process.exe.is_some() {
+                batch.finding.process = finding.process; // /proc was read in time this once
+            }
         } else if self.pending.len() < MAX_COALESCED {
             self.pending.insert(key, Batch { finding, count: 1 });
         } else {
@@ -302,17 +301,12 @@ impl ClusterSink {
             Verdict::OutOfScope => return,
         };
         let spec = spec_for(&finding, &meta, &self.node, &policy_name, severity);
-        let exe = finding
-            .process
-            .exe
-            .clone()
-            .unwrap_or_else(|| finding.process.comm.clone());
         let name = finding_name(
             &meta.uid,
             &meta.container_name,
             &finding.socket.host_path,
             spec.operation,
-            &exe,
+            &finding.process.comm,
         );
         let recorded =
             self.writer
@@ -535,7 +529,7 @@ mod tests {
             "app",
             "/run/docker.sock",
             api::FindingOperation::Connect,
-            "/usr/bin/curl",
+            "curl",
         );
         assert_eq!(f["metadata"]["name"], name.as_str());
         let m = fx.sink.metrics.render();

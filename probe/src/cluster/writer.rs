@@ -118,6 +118,10 @@ impl FindingWriter {
     ) -> Recorded {
         let key = (namespace.to_string(), name.to_string());
         if let Some(e) = self.entries.get_mut(&key) {
+            // A later event may know what an earlier one could not read from /proc.
+            if e.spec.process.exe.is_none() && spec.process.exe.is_some() {
+                e.spec.process = spec.process;
+            }
             if e.pending == 0 {
                 e.first_pending = at;
                 self.metrics.write_queue_depth.inc();
