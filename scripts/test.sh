@@ -12,7 +12,7 @@ cargo test -p probe --test vm_backends --locked -- --nocapture
 # The CRD generator leaves the committed CRDs unchanged, and they pass the Kubernetes
 # apiextensions schema (strict: no unknown fields).
 cargo run -q --locked -p api --bin crdgen
-git diff --exit-code -- crds/
+git diff --exit-code -- crds/ charts/sockwarden/crds/
 kubernetes-validate --strict crds/*.yaml
 # Helm chart, plain manifests, schema refusals, checkov
 bash scripts/check-chart.sh

@@ -7,6 +7,7 @@
 //! controller (Events, TTL). SIGTERM stops the controllers, then releases the lease.
 mod conditions;
 mod context;
+mod crds;
 mod daemonset;
 mod events;
 mod finding_controller;
@@ -286,6 +287,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         });
         lease = Some((elector, renewer));
+    }
+
+    // The CRDs in the shape this API server supports (CEL rules from 1.25 on).
+    if let Err(e) = crds::apply(&client).await {
+        tracing::warn!(error = %e, "could not bring the CRDs up to date");
     }
 
     // The probe runs (audit, built-in defaults) even before any policy exists.
