@@ -80,7 +80,7 @@ cluster_up() {
   bash $tb/cluster.sh up || { echo "[e2e] the test bed did not come up" >&2; exit 1; }
   # shellcheck disable=SC1090
   source <(bash $tb/cluster.sh env)
-  bash $tb/images.sh "$SW_CONTAINERD_SOCK" >/dev/null || { echo "[e2e] images did not import" >&2; exit 1; }
+  bash $tb/images.sh "$SW_CONTAINERD_SOCK" >"$SW_TESTBED/logs/images.log" 2>&1 || { echo "[e2e] images did not import" >&2; exit 1; }
 }
 k() { "$SW_KUBE_BIN/kubectl" --cache-dir "$SW_TESTBED/run/kubectl-cache" "$@"; }
 jp() { k get "$@" 2>/dev/null; }                   # jp KIND NAME -o jsonpath=...
@@ -97,7 +97,12 @@ if not items: sys.exit("no finding for a pod named " + sys.argv[1] + "*")
 f = items[0]
 print(eval(sys.argv[2]))' "$2" "$3"
 }
-finding_count() { finding_field "$1" "$2" "f.get('status', {}).get('count', 0)"; }
+finding_count() { # NAMESPACE POD_PREFIX: the count, summed over every finding naming such a pod
+  k get daf -n "$1" -o json | python3 -c '
+import json, sys
+print(sum(f.get("status", {}).get("count", 0) for f in json.load(sys.stdin)["items"]
+          if f["spec"]["pod"]["name"].startswith(sys.argv[1])))' "$2"
+}
 findings_for() { # NAMESPACE POD_PREFIX: how many finding objects name such a pod
   k get daf -n "$1" -o json | python3 -c '
 import json, sys
@@ -158,7 +163,7 @@ check "applying the policy did not roll the probe DaemonSet" expect_eq "$(ds_gen
 check "attacker workloads start in namespace shop" k apply -f $tb/manifests/shop.yaml
 eventually 90 "a DockerAbuseFinding names the Deployment's pod, container, workload, service account and node" \
   expect_finding shop web- "'/'.join([f['spec']['container']['name'], f['spec']['workload']['kind'], f['spec']['workload']['name'], f['spec'].get('serviceAccount') or 'NONE', f['spec']['node'], f['spec']['socket']['hostPath'], f['spec']['operation']])" \
-  "app/Deployment/web/web-sa/localhost//run/docker.sock/connect"
+  "app/Deployment/web/web-sa/localhost//var/run/docker.sock/connect"
 check "the Deployment's finding is judged by the policy that selects app=web" \
   expect_finding shop web- "f['spec']['policy'] + '/' + str(f['spec']['severity'])" "web-enforce/3"
 eventually 60 "a DockerAbuseFinding names the bare pod as its own workload, with service account default" \
@@ -166,6 +171,8 @@ eventually 60 "a DockerAbuseFinding names the bare pod as its own workload, with
   "bare/Pod/bare/default/sockwarden-default"
 bare_count=$(finding_count shop bare)
 eventually 30 "the finding's count grows with each connect" count_grows shop bare "$bare_count"
+check "one program's connects from one container are one finding object (whether or not /proc was read in time)" \
+  eval '[ "$(findings_for shop web-)" = 1 ] && [ "$(findings_for shop bare)" = 1 ]'
 k get daf -A >"$SW_TESTBED/logs/get-daf.txt" 2>&1
 check "kubectl get daf -A shows the declared columns" \
   grep -qE '^NAMESPACE +NAME +POD +CONTAINER +SOCKET +OPERATION +ACTION +COUNT +LAST SEEN +AGE$' "$SW_TESTBED/logs/get-daf.txt"
@@ -286,9 +293,7 @@ check "sockwarden's namespace, CRDs and objects are removed" \
   eval 'k delete ns $ns --wait=true --timeout=90s && k delete crd dockersocketpolicies.sockwarden.io dockerabusefindings.sockwarden.io --wait=true --timeout=60s'
 overlay=$(mktemp -d /tmp/sw-deploy.XXXXXX)
 cp deploy/*.yaml $tb/deploy-overlay/*.yaml "$overlay/"
-# Kubernetes < 1.25 has no CEL in CRDs: kubectl's client-side validation refuses the field
-# (the server would drop it), hence --validate=false there (README).
-apply_deploy() { k apply --validate=false -k "$overlay"; }
+apply_deploy() { k apply -k "$overlay"; }
 eventually 60 "kubectl apply -f deploy/ (applied again until the new CRDs are served)" apply_deploy
 eventually 120 "the operator from deploy/ has a ready replica and leads" eval 'deploy_ready && leader_runs'
 eventually 120 "it rolls out the probe, which becomes Ready" probe_ready
