@@ -1,4 +1,4 @@
-//! `DockerAbuseFinding`: one per offending (pod, container, socket, operation, executable),
+//! `DockerAbuseFinding`: one per offending (pod, container, socket, operation, program name),
 //! living in the pod's namespace; repeats bump `status.count` and `status.lastSeen`.
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;

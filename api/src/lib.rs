@@ -3,7 +3,7 @@
 //! - [`DockerSocketPolicy`] (cluster-scoped, `dsp`): what to watch, for which pods, with
 //!   which exemptions, and in which mode.
 //! - [`DockerAbuseFinding`] (namespaced, `daf`): one per offending (pod, container, socket,
-//!   operation, executable), counted and time-stamped.
+//!   operation, program name), counted and time-stamped.
 pub mod crds;
 pub mod finding;
 pub mod policy;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
-    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference},
     jiff::{SignedDuration, Timestamp},
 };
 use kube::{api::PostParams, Api};
@@ -22,6 +22,8 @@ pub struct LeaderElector {
     name: String,
     identity: String,
     duration: Duration,
+    /// The operator's Deployment: the Lease goes when the operator is uninstalled.
+    owner: Option<OwnerReference>,
 }
 
 impl LeaderElector {
@@ -31,7 +33,14 @@ impl LeaderElector {
             name: name.into(),
             identity: identity.into(),
             duration,
+            owner: None,
         }
+    }
+
+    /// Makes `owner` the Lease's owner when this replica creates or takes it over.
+    pub fn owned_by(mut self, owner: Option<OwnerReference>) -> Self {
+        self.owner = owner;
+        self
     }
 
     pub fn renew_interval(&self) -> Duration {
@@ -56,6 +65,7 @@ impl LeaderElector {
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.name.clone()),
+                    owner_references: self.owner.clone().map(|o| vec![o]),
                     ..Default::default()
                 },
                 spec: Some(self.spec(now, now, 0)),
@@ -84,6 +94,9 @@ impl LeaderElector {
             now
         };
         lease.spec = Some(self.spec(now, acquire, transitions));
+        if let (Some(owner), None) = (&self.owner, &lease.metadata.owner_references) {
+            lease.metadata.owner_references = Some(vec![owner.clone()]);
+        }
         match self
             .api
             .replace(&self.name, &PostParams::default(), &lease)
@@ -178,6 +191,32 @@ mod tests {
                 assert_micro_time(&spec[field]);
             }
             assert_eq!(spec["acquireTime"], spec["renewTime"]);
+            call.echo();
+        });
+        assert!(e.try_acquire_or_renew().await.unwrap());
+        verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_lease_is_owned_by_the_operator_deployment_so_uninstall_removes_it() {
+        let h = harness();
+        let owner = OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "sockwarden-operator".into(),
+            uid: "dep-uid".into(),
+            ..Default::default()
+        };
+        let e = elector(&h, "pod-a").owned_by(Some(owner));
+        let mut api = h.api;
+        let verifier = tokio::spawn(async move {
+            api.expect("GET", &format!("{PATH}/sockwarden-operator"))
+                .await
+                .reply(404, status_error(404, "NotFound"));
+            let call = api.expect("POST", PATH).await;
+            let refs = &call.body["metadata"]["ownerReferences"];
+            assert_eq!(refs[0]["kind"], "Deployment");
+            assert_eq!(refs[0]["uid"], "dep-uid");
             call.echo();
         });
         assert!(e.try_acquire_or_renew().await.unwrap());

@@ -245,12 +245,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Wait for leadership; keep renewing it in the background, and stop if it is lost.
     let mut lease = None;
     if !args.no_leader_election {
-        let elector = Arc::new(LeaderElector::new(
-            Api::<Lease>::namespaced(client.clone(), &namespace),
-            "sockwarden-operator",
-            &identity,
-            Duration::from_secs(15),
-        ));
+        let elector = Arc::new(
+            LeaderElector::new(
+                Api::<Lease>::namespaced(client.clone(), &namespace),
+                "sockwarden-operator",
+                &identity,
+                Duration::from_secs(15),
+            )
+            .owned_by(owner.clone()),
+        );
         tracing::info!(%identity, "waiting for the leader lease");
         loop {
             match elector.try_acquire_or_renew().await {

@@ -155,6 +155,14 @@ eventually 120 "the operator rolls out the probe DaemonSet and its pod becomes R
 check "the probe DaemonSet is owned by the operator Deployment (helm uninstall removes it)" probe_owner
 eventually 30 "the probe reports the backend it chose (tracepoint on this kernel)" backend_is tracepoint
 generation=$(ds_generation)
+check "the operator applied the probe DaemonSet once (generation 1: no second rollout at start)" expect_eq "$generation" 1
+crd_shape() { # no CEL rules on 1.20, and the operator's leader manages the CRD
+  local crd
+  crd=$(k get crd dockersocketpolicies.sockwarden.io -o json) || return 1
+  ! grep -q x-kubernetes-validations <<<"$crd" || { echo "CEL rules on a 1.20 API server"; return 1; }
+  grep -q '"manager": "sockwarden-operator"' <<<"$crd" || { echo "not applied by the operator"; return 1; }
+}
+check "the operator brought the CRDs to the shape this API server supports (no CEL on 1.20)" crd_shape
 
 # ---------------------------------------------------------------- attacks from real pods
 check "a scoped Enforce policy for app=web is created" k apply -f $tb/manifests/policies.yaml
@@ -267,7 +275,8 @@ check "and stays at 20, in one object" eval 'count_is shop counter- 20 && [ "$(f
 # The probe pod is deleted: the DaemonSet's new pod continues the counts in the same objects.
 eventually 120 "the probe is Ready again after the outage" probe_ready
 bare_count=$(finding_count shop bare)
-check "the probe pod is deleted" k delete pod -n $ns "$(pod_named $ns sockwarden-probe)" --wait=false
+probe_pod=$(pod_named $ns sockwarden-probe)
+check "the probe pod is deleted" k delete pod -n $ns "$probe_pod" --wait=false
 eventually 120 "the DaemonSet's new probe pod is Ready" eval 'p=$(pod_named $ns sockwarden-probe) && [ "$p" != "$probe_pod" ] && probe_ready'
 eventually 60 "the bare pod's finding continues from its count (same object, count grows)" \
   eval 'count_grows shop bare "$bare_count" && [ "$(findings_for shop bare)" = 1 ]'
