@@ -76,7 +76,11 @@ assert pdb["apiVersion"] == "policy/v1", pdb["apiVersion"]
 own = [r for r in objs[("Role", "sockwarden-operator")]["rules"] if "deployments" in r["resources"]]
 assert own == [{"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": ["sockwarden-operator"], "verbs": ["get"]}], own
 events = [r for r in objs[("ClusterRole", "sockwarden-operator")]["rules"] if "events" in r["resources"]]
-assert events == [{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}], events
+assert events == [{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]}], events
+crds = [r for r in objs[("ClusterRole", "sockwarden-operator")]["rules"] if "customresourcedefinitions" in r["resources"]]
+assert crds == [{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+                 "resourceNames": ["dockersocketpolicies.sockwarden.io", "dockerabusefindings.sockwarden.io"],
+                 "verbs": ["get", "patch"]}], crds
 '
 render api-server --set apiServer.host=127.0.0.1 --set apiServer.port=16443
 expect api-server '

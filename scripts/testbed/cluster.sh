@@ -202,9 +202,12 @@ up() {
     [ -f "$f" ] && alive "$(cat "$f")" && die "a test bed is already running ($f); run '$0 down' first"
   done
   BIN=$(bash "$here/build-kube.sh")
-  for p in etcd-server containernetworking-plugins containerd runc; do
-    dpkg -s "$p" >/dev/null 2>&1 || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server containernetworking-plugins containerd runc >/dev/null; break; }
-  done
+  local pkgs=(etcd-server containernetworking-plugins containerd runc openssl curl) missing=()
+  for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
   rm -rf "$RUN" "$LOGS"
   mkdir -p "$RUN/pids" "$LOGS"
   echo "$BIN" >"$TB/bin-dir"
