@@ -220,6 +220,13 @@ eventually 30 "the operator marks it Accepted=False" eval '[ "$(condition dsp br
 eventually 30 "and publishes an InvalidPolicy Event about it" \
   eval '[ "$(k get events -n kube-system --field-selector involvedObject.name=broken,reason=InvalidPolicy -o name | wc -l)" -ge 1 ]'
 
+check "a policy naming a socket no default covers is created, with a daemon serving it and a client" \
+  k apply -f $tb/manifests/extra-socket.yaml
+eventually 60 "the probe arms that socket from the policy alone and reports the client's connects to it" \
+  expect_finding shop extra-client "f['spec']['socket']['hostPath'] + ' ' + f['spec']['socket']['runtime']" "/run/sockwarden-e2e/api.sock podman"
+check "the invalid policy is deleted" k delete dsp broken
+check "creating and deleting policies never rolled the probe DaemonSet" expect_eq "$(ds_generation)" "$generation"
+
 # ---------------------------------------------------------------- faults
 # A second live replica. The pod replicas share the host's network here, so the second pod
 # cannot bind the same port on this one node and stays Pending; so the same binary also runs

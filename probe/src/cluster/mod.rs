@@ -147,11 +147,14 @@ impl Enricher {
         if let Some(meta) = pods::lookup(&self.pods, container_id) {
             return Some(meta);
         }
-        let identity = self.identity(container_id).await?;
-        if cgroup_pod_uid.is_some_and(|uid| uid != identity.uid) {
-            tracing::debug!(container = container_id, cri_pod_uid = %identity.uid, cgroup_pod_uid, "CRI labels name another pod than the container's cgroup; not attributing by them");
+        let Some(identity) = self.believed_identity(container_id, cgroup_pod_uid).await else {
+            tracing::debug!(
+                container = container_id,
+                cgroup_pod_uid,
+                "no runtime identity for the container, or one naming another pod than its cgroup"
+            );
             return None;
-        }
+        };
         let cached = ObjectRef::<Pod>::new(&identity.name).within(&identity.namespace);
         if let Some(meta) = self
             .pods
@@ -172,6 +175,19 @@ impl Enricher {
         };
         tracing::debug!(container = container_id, namespace = %identity.namespace, pod = %identity.name, uid = %identity.uid, reason = %outcome, "pod of a new container not available yet; holding its finding");
         None
+    }
+
+    /// The runtime's identity for `container_id`, unless the container's cgroup names
+    /// another pod.
+    async fn believed_identity(
+        &mut self,
+        container_id: &str,
+        cgroup_pod_uid: Option<&str>,
+    ) -> Option<PodIdentity> {
+        let identity = self.identity(container_id).await?;
+        cgroup_pod_uid
+            .is_none_or(|uid| uid == identity.uid)
+            .then_some(identity)
     }
 
     /// The first identity a runtime gives for `container_id`.
@@ -255,11 +271,44 @@ impl ClusterSink {
                 None if Instant::now() < deadline => self.held.push_back((deadline, batch)),
                 None => {
                     self.metrics.enrichment_misses.inc();
-                    tracing::warn!(container = %id, count = batch.count, "no pod found for the container; finding reported on stdout only");
-                    println!("{}", batch.finding.to_json());
+                    match self
+                        .enricher
+                        .believed_identity(&id, cgroup_pod_uid.as_deref())
+                        .await
+                    {
+                        Some(identity) => self.report_unknown_pod(batch, identity),
+                        None => {
+                            tracing::warn!(container = %id, count = batch.count, "no pod found for the container; finding reported on stdout only");
+                            println!("{}", batch.finding.to_json());
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// A container whose runtime names a pod that the API server did not show within the
+    /// hold (made through the runtime directly, or deleted at once). No policy can be applied
+    /// to a pod Kubernetes does not know, and no exemption claimed for it: it is reported
+    /// under the built-in default, with the identity the runtime gives.
+    fn report_unknown_pod(&mut self, batch: Batch, identity: PodIdentity) {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": identity.name, "namespace": identity.namespace, "uid": identity.uid},
+            "spec": {"containers": [{"name": identity.container_name}]},
+        }))
+        .unwrap_or_default();
+        let mut meta = PodMeta::from_pod(&pod, &identity.container_name, identity.image.as_deref());
+        meta.workload = Some(api::WorkloadRef {
+            kind: "Pod".into(),
+            name: identity.name.clone(),
+        });
+        tracing::warn!(namespace = %identity.namespace, pod = %identity.name, uid = %identity.uid, "the runtime names a pod the API server does not have; reported under the built-in default policy");
+        self.write(
+            batch,
+            &meta,
+            policy::DEFAULT_POLICY,
+            policy::DEFAULT_SEVERITY,
+        );
     }
 
     async fn report(&mut self, batch: Batch, mut meta: PodMeta) {
@@ -300,7 +349,13 @@ impl ClusterSink {
             }
             Verdict::OutOfScope => return,
         };
-        let spec = spec_for(&finding, &meta, &self.node, &policy_name, severity);
+        self.write(Batch { finding, count }, &meta, &policy_name, severity);
+    }
+
+    /// Queues the finding for the API under `policy`, counts it and logs a new one.
+    fn write(&mut self, batch: Batch, meta: &PodMeta, policy_name: &str, severity: u8) {
+        let Batch { finding, count } = batch;
+        let spec = spec_for(&finding, meta, &self.node, policy_name, severity);
         let name = finding_name(
             &meta.uid,
             &meta.container_name,
@@ -740,7 +795,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_recreated_pod_under_the_same_name_never_lends_its_policy_and_the_finding_ends_on_stdout(
+    async fn a_recreated_pod_under_the_same_name_never_lends_its_policy_the_unknown_pod_is_reported_under_the_default(
     ) {
         let mut fx = fixture();
         fx.policies
@@ -754,12 +809,22 @@ mod tests {
             .insert("cid-new", pods::identity("web-1", "pod-uid-old", "app"));
         fx.sink.handle(container_finding("cid-new")).await;
         assert_eq!(fx.sink.held.len(), 1);
+        fx.sink.writer.flush().await;
+        assert!(written(&fx.api).is_empty(), "not judged while held");
         tokio::time::advance(HOLD_FOR + Duration::from_secs(1)).await;
         fx.sink.retry_held().await;
         fx.sink.writer.flush().await;
-        assert!(written(&fx.api).is_empty());
         assert!(fx.sink.held.is_empty());
         assert_eq!(fx.sink.metrics.enrichment_misses.get(), 1);
+        // Reported, as the pod the runtime names, under the built-in default: never under
+        // the successor's policy, never with its labels or service account.
+        let all = written(&fx.api);
+        assert_eq!(all.len(), 1, "{all:#?}");
+        let spec = &all[0]["spec"];
+        assert_eq!(spec["pod"]["uid"], "pod-uid-old");
+        assert_eq!(spec["policy"], policy::DEFAULT_POLICY);
+        assert_eq!(spec["workload"]["kind"], "Pod");
+        assert!(spec.get("serviceAccount").is_none_or(|v| v.is_null()));
     }
 
     #[tokio::test]
