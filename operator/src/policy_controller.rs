@@ -107,23 +107,7 @@ async fn reconcile_inner(policy: &DockerSocketPolicy, ctx: &Context) -> Result<A
     let daemonset = ctx
         .daemonsets
         .get(&ObjectRef::<DaemonSet>::new(NAME).within(&ctx.settings.namespace));
-    let Some(daemonset) = daemonset else {
-        return missing_daemonset(policy, ctx, &policies, &previous, findings).await;
-    };
-    let ds_status = daemonset.status.clone().unwrap_or_default();
-    let (desired, ready) = (ds_status.desired_number_scheduled, ds_status.number_ready);
-
-    let accepted_message = accepted_message(policy);
-    let all_ready = desired > 0 && ready >= desired;
-    let ready_reason = if desired == 0 {
-        "NoNodes"
-    } else if all_ready {
-        "AllNodesReady"
-    } else {
-        "NodesNotReady"
-    };
-    let coverage = format!("{ready} of {desired} nodes run a ready probe");
-    let degraded = ready < desired;
+    let cov = coverage(daemonset.as_deref(), &ctx.settings.namespace);
     let status = DockerSocketPolicyStatus {
         observed_generation: generation,
         conditions: vec![
@@ -131,40 +115,32 @@ async fn reconcile_inner(policy: &DockerSocketPolicy, ctx: &Context) -> Result<A
                 ACCEPTED,
                 true,
                 "Valid",
-                accepted_message,
+                accepted_message(policy),
                 generation,
                 &previous,
             ),
             condition(
                 READY,
-                all_ready,
-                ready_reason,
-                coverage.clone(),
+                cov.ready.0,
+                cov.ready.1,
+                cov.ready.2,
                 generation,
                 &previous,
             ),
             condition(
                 DEGRADED,
-                degraded,
-                if degraded {
-                    "NodesNotCovered"
-                } else {
-                    "AllNodesCovered"
-                },
-                if degraded {
-                    format!("{} nodes are not covered: {coverage}", desired - ready)
-                } else {
-                    coverage
-                },
+                cov.degraded.0,
+                cov.degraded.1,
+                cov.degraded.2,
                 generation,
                 &previous,
             ),
         ],
-        nodes: Some(NodeCoverage { desired, ready }),
+        nodes: Some(cov.nodes),
         findings,
     };
     patch_status(&policies, &name, &status).await?;
-    Ok(Action::requeue(if degraded {
+    Ok(Action::requeue(if cov.degraded.0 {
         DEGRADED_REQUEUE
     } else {
         HEALTHY_REQUEUE
@@ -178,56 +154,52 @@ fn accepted_message(policy: &DockerSocketPolicy) -> String {
     }
 }
 
-/// Status while the probe DaemonSet is not in the cache (not created yet, or deleted and
-/// being re-created): no node is known to be covered.
-async fn missing_daemonset(
-    policy: &DockerSocketPolicy,
-    ctx: &Context,
-    policies: &Api<DockerSocketPolicy>,
-    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    findings: Option<FindingsRollup>,
-) -> Result<Action, Error> {
-    let generation = policy.meta().generation;
-    let message = format!(
-        "the probe DaemonSet {}/{NAME} does not exist (yet); the operator creates it",
-        ctx.settings.namespace
-    );
-    let status = DockerSocketPolicyStatus {
-        observed_generation: generation,
-        conditions: vec![
-            condition(
-                ACCEPTED,
-                true,
-                "Valid",
-                accepted_message(policy),
-                generation,
-                previous,
-            ),
-            condition(
-                READY,
-                false,
-                "ProbeDaemonSetMissing",
-                message.clone(),
-                generation,
-                previous,
-            ),
-            condition(
-                DEGRADED,
-                true,
-                "ProbeDaemonSetMissing",
-                message,
-                generation,
-                previous,
-            ),
-        ],
-        nodes: Some(NodeCoverage {
-            desired: 0,
-            ready: 0,
-        }),
-        findings,
+/// Node coverage from the probe DaemonSet in the cache, as the `Ready` and `Degraded`
+/// conditions' (status, reason, message).
+struct Coverage {
+    nodes: NodeCoverage,
+    ready: (bool, &'static str, String),
+    degraded: (bool, &'static str, String),
+}
+
+/// While the DaemonSet is not in the cache (not created yet, or deleted and being
+/// re-created) no node is known to be covered.
+fn coverage(daemonset: Option<&DaemonSet>, namespace: &str) -> Coverage {
+    let Some(daemonset) = daemonset else {
+        let message = format!(
+            "the probe DaemonSet {namespace}/{NAME} does not exist (yet); the operator creates it"
+        );
+        return Coverage {
+            nodes: NodeCoverage {
+                desired: 0,
+                ready: 0,
+            },
+            ready: (false, "ProbeDaemonSetMissing", message.clone()),
+            degraded: (true, "ProbeDaemonSetMissing", message),
+        };
     };
-    patch_status(policies, &policy.name_any(), &status).await?;
-    Ok(Action::requeue(DEGRADED_REQUEUE))
+    let ds_status = daemonset.status.clone().unwrap_or_default();
+    let (desired, ready) = (ds_status.desired_number_scheduled, ds_status.number_ready);
+    let all_ready = desired > 0 && ready >= desired;
+    let ready_reason = if desired == 0 {
+        "NoNodes"
+    } else if all_ready {
+        "AllNodesReady"
+    } else {
+        "NodesNotReady"
+    };
+    let message = format!("{ready} of {desired} nodes run a ready probe");
+    let degraded = if ready < desired {
+        let uncovered = format!("{} nodes are not covered: {message}", desired - ready);
+        (true, "NodesNotCovered", uncovered)
+    } else {
+        (false, "AllNodesCovered", message.clone())
+    };
+    Coverage {
+        nodes: NodeCoverage { desired, ready },
+        ready: (all_ready, ready_reason, message),
+        degraded,
+    }
 }
 
 /// Findings reported under this policy, from the findings cache.
