@@ -4,10 +4,12 @@
 //!   which exemptions, and in which mode.
 //! - [`DockerAbuseFinding`] (namespaced, `daf`): one per offending (pod, container, socket,
 //!   operation, program name), counted and time-stamped.
+pub mod compiled;
 pub mod crds;
 pub mod finding;
+pub mod image;
 pub mod policy;
-pub mod selector;
+pub mod validate;
 
 pub use finding::*;
 pub use policy::*;

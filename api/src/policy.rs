@@ -74,8 +74,8 @@ pub struct PolicySelector {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SocketRef {
-    /// Absolute host path of the socket.
-    #[schemars(regex(pattern = r"^/[^\x00]*$"), length(min = 2, max = 4096))]
+    /// Absolute, normalised host path of the socket (at most 107 bytes, no `=`).
+    #[schemars(regex(pattern = r"^(/[^/\x00=]+)+$"), length(min = 2, max = 107))]
     pub path: String,
     /// Which runtime serves it.
     pub runtime: Runtime,
@@ -124,12 +124,17 @@ impl Default for Operations {
     }
 }
 
-/// One exemption; a pod matching every field given is exempt.
+/// One exemption; a pod matching every field given is exempt. It must name namespaces or
+/// service accounts (who may run pods there is RBAC's decision); pod labels, images and
+/// executables are the pod author's choice, so they only narrow it.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.namespaces) || has(self.podSelector) || has(self.serviceAccounts) || has(self.images) || has(self.executables)",
-    "message": "an exemption must set at least one of namespaces, podSelector, serviceAccounts, images, executables"
+    "rule": "has(self.namespaces) || has(self.serviceAccounts)",
+    "message": "an exemption must set namespaces or serviceAccounts; podSelector, images and executables only narrow it (a pod's author chooses those)"
+}, {
+    "rule": "!has(self.serviceAccounts) || has(self.namespaces) || self.serviceAccounts.all(s, s.contains('/'))",
+    "message": "serviceAccounts without namespaces must be written NAMESPACE/NAME"
 }]))]
 pub struct Exemption {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,15 +142,19 @@ pub struct Exemption {
     pub namespaces: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_selector: Option<LabelSelector>,
-    /// `namespace/name`, or `name` in any namespace.
+    /// `NAMESPACE/NAME`; a bare `NAME` only together with `namespaces` (that account in
+    /// those namespaces).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub service_accounts: Option<Vec<String>>,
-    /// Image reference globs, e.g. `docker.io/datadog/agent:*`.
+    /// Images: an exact repository (`datadog/agent` is `docker.io/datadog/agent`) with an
+    /// optional tag or digest pattern, e.g. `gcr.io/datadoghq/agent:7.*`. No wildcard in the
+    /// repository. Narrows only: anyone may run any image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub images: Option<Vec<String>>,
-    /// Executable path globs, e.g. `/usr/bin/cadvisor`.
+    /// Absolute executable path globs (`*` within one directory, `**` across), e.g.
+    /// `/usr/bin/cadvisor`. Narrows only: a pod's author names its own binaries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub executables: Option<Vec<String>>,

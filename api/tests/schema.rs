@@ -115,10 +115,18 @@ fn policy_sockets_need_absolute_paths_and_known_runtimes() {
         json!({"sockets": [{"path": "/run/user/1000/docker.sock", "runtime": "docker"}]}),
     );
     assert_policy_ok(json!({"sockets": [{"path": "/run/crio/crio.sock", "runtime": "cri-o"}]}));
-    assert_policy_refused(
-        json!({"sockets": [{"path": "docker.sock", "runtime": "docker"}]}),
-        "/spec/sockets/0/path",
-    );
+    for bad in [
+        "docker.sock".to_string(),
+        "/run/a=b.sock".into(),
+        "/run//docker.sock".into(),
+        "/run/".into(),
+        format!("/{}", "s".repeat(107)),
+    ] {
+        assert_policy_refused(
+            json!({"sockets": [{"path": bad, "runtime": "docker"}]}),
+            "/spec/sockets/0/path",
+        );
+    }
     assert_policy_refused(
         json!({"sockets": [{"path": "/x.sock", "runtime": "lxc"}]}),
         "/spec/sockets/0/runtime",
@@ -146,14 +154,29 @@ fn policy_operations_need_at_least_one() {
 fn policy_exemptions_must_say_what_they_exempt() {
     assert_policy_ok(json!({"exemptions": [{"namespaces": ["monitoring"]}]}));
     assert_policy_ok(
-        json!({"exemptions": [{"images": ["docker.io/datadog/agent:*"], "executables": ["/usr/bin/cadvisor"]}]}),
+        json!({"exemptions": [{"serviceAccounts": ["monitoring/agent"], "images": ["datadog/agent:*"], "executables": ["/usr/bin/cadvisor"]}]}),
     );
     assert_policy_ok(
-        json!({"exemptions": [{"serviceAccounts": ["ci/runner"]}, {"podSelector": {"matchLabels": {"app": "agent"}}}]}),
+        json!({"exemptions": [{"serviceAccounts": ["ci/runner"]}, {"namespaces": ["obs"], "serviceAccounts": ["agent"], "podSelector": {"matchLabels": {"app": "agent"}}}]}),
     );
     assert_policy_refused(
         json!({"exemptions": [{}]}),
-        "an exemption must set at least one of",
+        "an exemption must set namespaces or serviceAccounts",
+    );
+    // What a pod's author chooses alone exempts nobody.
+    for alone in [
+        json!({"images": ["datadog/agent"]}),
+        json!({"executables": ["/usr/bin/dockerd-rootless.sh"]}),
+        json!({"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "sockwarden"}}}),
+    ] {
+        assert_policy_refused(
+            json!({"exemptions": [alone]}),
+            "an exemption must set namespaces or serviceAccounts",
+        );
+    }
+    assert_policy_refused(
+        json!({"exemptions": [{"serviceAccounts": ["datadog"]}]}),
+        "must be written NAMESPACE/NAME",
     );
     assert_policy_refused(
         json!({"exemptions": [{"namespaces": []}]}),

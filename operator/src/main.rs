@@ -18,7 +18,6 @@ mod rollout;
 mod server;
 #[cfg(test)]
 mod testing;
-mod validate;
 
 use std::{
     net::SocketAddr,

@@ -24,8 +24,8 @@ use crate::{
     context::{Context, Error, MANAGER},
     daemonset::NAME,
     events::{event_name, NewEvent},
-    validate::validate,
 };
+use api::validate::validate;
 
 const HEALTHY_REQUEUE: Duration = Duration::from_secs(60);
 const DEGRADED_REQUEUE: Duration = Duration::from_secs(15);
@@ -453,7 +453,7 @@ mod tests {
         let h = harness();
         let p = policy(
             "bad",
-            json!({"exemptions": [{"images": ["nginx:[1"]}], "selector": {"podSelector": {"matchExpressions": [{"key": "app", "operator": "In"}]}}}),
+            json!({"exemptions": [{"namespaces": ["a"], "images": ["nginx:[1"]}], "selector": {"podSelector": {"matchExpressions": [{"key": "app", "operator": "In"}]}}}),
         );
         let (ctx, mut api, reply_to) = (h.ctx.clone(), h.api, p.clone());
         let verifier = tokio::spawn(async move {
@@ -466,7 +466,7 @@ mod tests {
             assert_eq!(accepted["reason"], "InvalidSpec");
             let msg = accepted["message"].as_str().unwrap();
             assert!(
-                msg.contains("bad glob") && msg.contains("needs at least one value"),
+                msg.contains("bad pattern") && msg.contains("needs at least one value"),
                 "{msg}"
             );
             assert_eq!(cond(&s, "Ready")["status"], "False");

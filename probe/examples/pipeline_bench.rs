@@ -130,6 +130,7 @@ async fn bench() {
             backend: "tracepoint",
             include_host: false,
             host_pid_ns: 1,
+            own_pid: None,
         },
         metrics: metrics.clone(),
         proc_root: "/proc".into(),

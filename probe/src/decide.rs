@@ -45,6 +45,10 @@ pub struct Decider {
     pub backend: &'static str,
     pub include_host: bool,
     pub host_pid_ns: u32,
+    /// The probe's own process id in the host's PID namespace, as the kernel reports callers:
+    /// its own connects (to a runtime's CRI API) are not findings. Recognised by the kernel's
+    /// word for who called, never by a label or name a pod could copy.
+    pub own_pid: Option<u32>,
 }
 
 impl Decider {
@@ -56,6 +60,9 @@ impl Decider {
         cgroup_path: Option<String>,
         details: ProcDetails,
     ) -> Option<Finding> {
+        if self.own_pid == Some(ev.pid) {
+            return None;
+        }
         let origin = classify(ev, cgroup_path.as_deref(), self.host_pid_ns);
         if origin == Origin::Host && !self.include_host {
             return None;
@@ -130,6 +137,7 @@ mod tests {
     };
 
     const HOST_PID_NS: u32 = 4026531836;
+    const OWN_PID: u32 = 999_999;
 
     fn event(pid_ns: u32) -> SocketEvent {
         let mut raw = raw_event(probe_common::kind::CONNECT, "/tmp/x.sock");
@@ -158,6 +166,7 @@ mod tests {
             backend: "tracepoint",
             include_host,
             host_pid_ns: HOST_PID_NS,
+            own_pid: Some(OWN_PID),
         }
     }
 
@@ -227,5 +236,23 @@ mod tests {
             )
             .expect("a process in its own PID namespace is not a host process");
         assert_eq!(f.container.unwrap().id, None);
+    }
+
+    #[test]
+    fn the_probes_own_process_is_no_finding_whatever_its_cgroup() {
+        let id = "c".repeat(64);
+        let cgroup = Some(format!("/kubepods/besteffort/pod1/{id}"));
+        let mut own = event(HOST_PID_NS);
+        own.pid = OWN_PID;
+        let decide = |ev: &SocketEvent| {
+            decider(false).decide(ev, &socket(), Identity::Inode, cgroup.clone(), no_details())
+        };
+        assert!(decide(&own).is_none());
+        let mut other = own.clone();
+        other.pid = OWN_PID + 1;
+        assert!(
+            decide(&other).is_some(),
+            "another process of the same container is"
+        );
     }
 }

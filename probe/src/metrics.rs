@@ -34,6 +34,12 @@ pub struct Metrics {
     pub findings_dropped: IntCounter,
     /// Cluster mode: findings not reported because a policy exempts them.
     pub exempt: IntCounterVec,
+    /// Cluster mode: policies present but not applied (not accepted, or invalid).
+    pub policies_invalid: IntGauge,
+    /// Cluster mode: this node's pods no applied policy selects.
+    pub pods_out_of_scope: IntGauge,
+    /// Cluster mode: findings not reported because no applied policy selects the pod.
+    pub out_of_scope: IntCounter,
     pod_label_sets: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
@@ -127,7 +133,26 @@ impl Metrics {
             ),
             &["policy"],
         )?;
-        for m in [&api_write_errors, &enrichment_misses, &findings_dropped] {
+        let policies_invalid = IntGauge::new(
+            "sockwarden_probe_policies_invalid",
+            "Policies not applied: not accepted by the operator for their current generation, or invalid",
+        )?;
+        let pods_out_of_scope = IntGauge::new(
+            "sockwarden_probe_pods_out_of_scope",
+            "Pods on this node that no applied policy selects",
+        )?;
+        let out_of_scope = IntCounter::new(
+            "sockwarden_probe_out_of_scope_total",
+            "Findings not reported because no applied policy selects the pod",
+        )?;
+        registry.register(Box::new(policies_invalid.clone()))?;
+        registry.register(Box::new(pods_out_of_scope.clone()))?;
+        for m in [
+            &api_write_errors,
+            &enrichment_misses,
+            &findings_dropped,
+            &out_of_scope,
+        ] {
             registry.register(Box::new(m.clone()))?;
         }
         registry.register(Box::new(write_queue_depth.clone()))?;
@@ -159,6 +184,9 @@ impl Metrics {
             enrichment_misses,
             findings_dropped,
             exempt,
+            policies_invalid,
+            pods_out_of_scope,
+            out_of_scope,
             pod_label_sets: Default::default(),
         })
     }

@@ -233,6 +233,7 @@ mod tests {
                 backend: "tracepoint",
                 include_host: false,
                 host_pid_ns: 1,
+                own_pid: None,
             },
             metrics: metrics.clone(),
             proc_root: "/proc".into(),

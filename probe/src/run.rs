@@ -284,6 +284,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             backend: kind.as_str(),
             include_host: args.include_host,
             host_pid_ns,
+            own_pid: own_pid(host_pid_ns),
         },
         metrics,
         proc_root,
@@ -451,6 +452,18 @@ fn host_namespaces(proc_root: &std::path::Path) -> anyhow::Result<(u32, u32)> {
         "reading the host's namespaces from {}/1/ns (in a pod: hostPID: true and --host-root)",
         proc_root.display()
     ))
+}
+
+/// This process's id as the kernel reports callers (in the host's PID namespace), when the
+/// probe runs there (on the host, or in a pod with `hostPID: true`).
+fn own_pid(host_pid_ns: u32) -> Option<u32> {
+    let ours = procinfo::namespace_inum(std::path::Path::new("/proc/self/ns/pid")).ok();
+    if ours == Some(host_pid_ns) {
+        Some(std::process::id())
+    } else {
+        tracing::warn!("the probe runs outside the host's PID namespace: its own connects to runtime sockets may be reported");
+        None
+    }
 }
 
 /// Hands the armer the sockets policies name when they changed since the last pass.

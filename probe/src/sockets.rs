@@ -104,28 +104,15 @@ pub fn default_specs() -> Vec<SocketSpec> {
         .collect()
 }
 
-/// Longest path a UNIX socket address can hold (`sun_path` is 108 bytes with its NUL).
-pub const MAX_SOCKET_PATH: usize = 107;
+pub use api::validate::MAX_SOCKET_PATH;
 
-/// Checks a socket path a policy names before it is resolved on the host: absolute, no `..`
-/// component, no NUL, at most [`MAX_SOCKET_PATH`] bytes.
+/// Checks a socket path a policy names before it is resolved on the host, by the rule the
+/// operator validates policies with ([`api::validate::socket_path_problem`]).
 pub fn validate_policy_path(path: &str) -> Result<PathBuf, String> {
-    if path.contains('\0') {
-        return Err("contains a NUL byte".into());
+    match api::validate::socket_path_problem(path) {
+        Some(problem) => Err(problem),
+        None => Ok(PathBuf::from(path)),
     }
-    if !path.starts_with('/') {
-        return Err("is not absolute".into());
-    }
-    if path.len() > MAX_SOCKET_PATH {
-        return Err(format!(
-            "is {} bytes long; a UNIX socket path holds at most {MAX_SOCKET_PATH}",
-            path.len()
-        ));
-    }
-    if path.split('/').any(|c| c == "..") {
-        return Err("has a `..` component".into());
-    }
-    Ok(PathBuf::from(path))
 }
 
 /// The runtime name findings and metrics carry for a policy's runtime.
@@ -140,11 +127,13 @@ pub fn runtime_name(runtime: Runtime) -> &'static str {
     }
 }
 
-/// (policy name, path, runtime) of every socket the policies name, by policy name then in
+/// (policy name, path, runtime) of every socket the applied policies name (accepted by the
+/// operator and valid: the same rule as [`api::compiled::PolicySet`]), by policy name then in
 /// each policy's order.
 fn named_sockets(policies: &[Arc<DockerSocketPolicy>]) -> Vec<(String, String, Runtime)> {
     let mut named: Vec<(String, String, Runtime)> = policies
         .iter()
+        .filter(|p| api::compiled::accepted(p) && api::validate::validate(&p.spec).is_empty())
         .flat_map(|p| {
             let policy = p.name_any();
             p.spec
@@ -472,14 +461,13 @@ mod tests {
         assert!(set.0.is_empty());
     }
 
+    /// A policy the operator accepted.
     fn policy(name: &str, sockets: serde_json::Value) -> Arc<DockerSocketPolicy> {
-        Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "apiVersion": "sockwarden.io/v1alpha1", "kind": "DockerSocketPolicy",
-                "metadata": {"name": name}, "spec": {"sockets": sockets}
-            }))
-            .unwrap(),
-        )
+        Arc::new(api::compiled::testing::policy(
+            name,
+            serde_json::json!({ "sockets": sockets }),
+            true,
+        ))
     }
 
     fn spec(path: &str, runtime: &str) -> SocketSpec {
@@ -493,12 +481,7 @@ mod tests {
     fn policy_socket_paths_must_be_absolute_short_and_free_of_dotdot_and_nul() {
         let longest = format!("/{}", "s".repeat(MAX_SOCKET_PATH - 1));
         let too_long = format!("/{}", "s".repeat(MAX_SOCKET_PATH));
-        for ok in [
-            "/run/docker.sock",
-            "/srv/..hidden/d.sock",
-            "/a/./b.sock",
-            longest.as_str(),
-        ] {
+        for ok in ["/run/docker.sock", "/srv/..hidden/d.sock", longest.as_str()] {
             assert_eq!(validate_policy_path(ok), Ok(PathBuf::from(ok)), "{ok}");
         }
         for bad in [
@@ -507,6 +490,10 @@ mod tests {
             "/run/../etc/docker.sock",
             "/run/..",
             "/run/d\0.sock",
+            "/a/./b.sock",
+            "/run//docker.sock",
+            "/run/docker.sock/",
+            "/run/a=b.sock",
             too_long.as_str(),
         ] {
             assert!(validate_policy_path(bad).is_err(), "{bad:?}");
@@ -514,13 +501,18 @@ mod tests {
     }
 
     #[test]
-    fn policy_specs_skip_invalid_paths_and_name_each_path_once_first_policy_by_name_wins() {
+    fn policy_specs_come_from_applied_policies_only_and_name_each_path_once_first_policy_by_name_wins(
+    ) {
+        let refused = api::compiled::testing::policy(
+            "d-refused",
+            serde_json::json!({"sockets": [{"path": "/srv/refused.sock", "runtime": "docker"}]}),
+            false,
+        );
         let policies = [
             policy(
                 "b-ci",
                 serde_json::json!([
                     {"path": "/srv/ci/buildkitd.sock", "runtime": "buildkit"},
-                    {"path": "/run/../etc/shadow", "runtime": "other"},
                     {"path": "/run/user/1000/podman.sock", "runtime": "docker"}
                 ]),
             ),
@@ -528,11 +520,19 @@ mod tests {
                 "a-podman",
                 serde_json::json!([
                     {"path": "/run/user/1000/podman.sock", "runtime": "podman"},
-                    {"path": "relative.sock", "runtime": "podman"},
                     {"path": "/srv/crio.sock", "runtime": "cri-o"}
                 ]),
             ),
             policy("c-none", serde_json::json!([])),
+            // Marked accepted (say, by a forged status) but invalid: not applied at all.
+            policy(
+                "e-invalid",
+                serde_json::json!([
+                    {"path": "/srv/ok.sock", "runtime": "docker"},
+                    {"path": "/run/../etc/shadow", "runtime": "other"}
+                ]),
+            ),
+            Arc::new(refused),
         ];
         assert_eq!(
             policy_specs(&policies),

@@ -212,13 +212,21 @@ web_count=$(finding_count shop web-)
 bare_count=$(finding_count shop bare)
 sleep 12
 check "no new findings for the exempted pod (count stays $web_count over 4 connects)" count_is shop web- "$web_count"
-check "the bare pod (service account default) is still reported" count_grows shop bare "$bare_count"
+check "the bare pod (service account default, labelled app.kubernetes.io/part-of=sockwarden) is still reported" \
+  count_grows shop bare "$bare_count"
 check "the policy change did not roll the probe DaemonSet" expect_eq "$(ds_generation)" "$generation"
 check "an invalid policy is created (the API server accepts it: only the operator can judge it)" \
   k apply -f $tb/manifests/invalid-policy.yaml
 eventually 30 "the operator marks it Accepted=False" eval '[ "$(condition dsp broken Accepted)" = False ]'
 eventually 30 "and publishes an InvalidPolicy Event about it" \
   eval '[ "$(k get events -n kube-system --field-selector involvedObject.name=broken,reason=InvalidPolicy -o name | wc -l)" -ge 1 ]'
+eventually 30 "a policy exempting by pod labels alone is refused too (Accepted=False: not anchored to namespaces or service accounts)" \
+  eval '[ "$(condition dsp label-exempt Accepted)" = False ]'
+bare_count=$(finding_count shop bare)
+eventually 30 "no probe applies it: the bare pod it would exempt is still reported" count_grows shop bare "$bare_count"
+check "and each probe counts the policies it does not apply" \
+  eval 'metrics 9464 | grep -E "^sockwarden_probe_policies_invalid [1-9]"'
+check "the label-exempting policy is deleted" k delete dsp label-exempt
 
 check "a policy naming a socket no default covers is created, with a daemon serving it and a client" \
   k apply -f $tb/manifests/extra-socket.yaml

@@ -34,10 +34,11 @@ use tokio::{
 };
 
 use crate::{event::Operation, finding::Finding, metrics::Metrics, pipeline::FindingSink};
+use api::compiled::Verdict;
 use cri::IdentitySource;
 use owners::OwnerResolver;
 use pods::{PodIdentity, PodMeta};
-use policy::Verdict;
+use policy::Policies;
 use writer::{FindingWriter, Recorded};
 
 /// How long a finding whose pod is unknown is held for the pod cache to catch up.
@@ -203,19 +204,23 @@ impl Enricher {
 
 pub struct ClusterSink {
     pub enricher: Enricher,
+    pub policies: Policies,
     pub writer: FindingWriter,
     pub metrics: Arc<Metrics>,
     pub node: String,
     held: VecDeque<(Instant, Batch)>,
 }
 
-fn operation_of(f: &Finding) -> Operation {
-    if f.operation == "open" {
-        Operation::Open
+fn operation_of(f: &Finding) -> FindingOperation {
+    if f.operation == Operation::Open.as_str() {
+        FindingOperation::Open
     } else {
-        Operation::Connect
+        FindingOperation::Connect
     }
 }
+
+/// How often this node's pods are counted against the policies' scope.
+const SCOPE_EVERY: Duration = Duration::from_secs(5);
 
 impl ClusterSink {
     pub fn new(
@@ -226,6 +231,7 @@ impl ClusterSink {
     ) -> Self {
         Self {
             enricher,
+            policies: Policies::new(metrics.clone()),
             writer,
             metrics,
             node,
@@ -330,14 +336,12 @@ impl ClusterSink {
             .get(&ObjectRef::<Namespace>::new(&meta.namespace))
             .map(|n| n.labels().clone())
             .unwrap_or_default();
-        let policies = self.enricher.policies.state();
-        let op = operation_of(&finding);
-        let verdict = policy::evaluate(
-            &policies,
+        self.policies.refresh(&self.enricher.policies.state());
+        let verdict = self.policies.verdict(
             &meta,
             &ns_labels,
             finding.process.exe.as_deref(),
-            op,
+            operation_of(&finding),
         );
         let (policy_name, severity) = match verdict {
             Verdict::Report {
@@ -347,7 +351,10 @@ impl ClusterSink {
                 self.metrics.exempt.with_label_values(&[&policy]).inc();
                 return;
             }
-            Verdict::OutOfScope => return,
+            Verdict::OutOfScope => {
+                self.metrics.out_of_scope.inc();
+                return;
+            }
         };
         self.write(Batch { finding, count }, &meta, &policy_name, severity);
     }
@@ -442,12 +449,18 @@ pub async fn run_sink(
     drain_for: Duration,
 ) {
     let mut tick = tokio::time::interval(TICK);
+    let mut scope = tokio::time::interval(SCOPE_EVERY);
     loop {
         tokio::select! {
             Some(f) = rx.recv() => sink.handle(f).await,
             _ = tick.tick() => {
                 sink.retry_held().await;
                 sink.writer.flush().await;
+            }
+            _ = scope.tick() => {
+                sink.policies.refresh(&sink.enricher.policies.state());
+                sink.policies
+                    .count_out_of_scope(&sink.enricher.pods, &sink.enricher.namespaces);
             }
             _ = shutdown.changed() => break,
         }
@@ -654,11 +667,10 @@ mod tests {
                 &[("app", "cid-1")],
                 &[],
             )));
-        let exempting: DockerSocketPolicy = serde_json::from_value(serde_json::json!({
-            "apiVersion": "sockwarden.io/v1alpha1", "kind": "DockerSocketPolicy", "metadata": {"name": "agents"},
-            "spec": {"exemptions": [{"serviceAccounts": ["shop/web-sa"]}]}
-        }))
-        .unwrap();
+        let exempting = accepted(
+            "agents",
+            serde_json::json!({"exemptions": [{"serviceAccounts": ["shop/web-sa"]}]}),
+        );
         fx.policies
             .apply_watcher_event(&watcher::Event::Apply(exempting));
         fx.sink.handle(container_finding("cid-1")).await;
@@ -669,11 +681,15 @@ mod tests {
             1
         );
         // a namespace-scoped policy elsewhere leaves this pod out of scope
-        let scoped: DockerSocketPolicy = serde_json::from_value(serde_json::json!({
-            "apiVersion": "sockwarden.io/v1alpha1", "kind": "DockerSocketPolicy", "metadata": {"name": "agents"},
-            "spec": {"selector": {"namespaceSelector": {"matchLabels": {"team": "payments"}}}}
-        }))
-        .unwrap();
+        let mut scoped = accepted(
+            "agents",
+            serde_json::json!({"selector": {"namespaceSelector": {"matchLabels": {"team": "payments"}}}}),
+        );
+        // The edit is the policy's generation 2, accepted as such.
+        scoped.metadata.generation = Some(2);
+        let status = scoped.status.as_mut().unwrap();
+        status.observed_generation = Some(2);
+        status.conditions[0].observed_generation = Some(2);
         fx.policies
             .apply_watcher_event(&watcher::Event::Apply(scoped));
         fx.namespaces.apply_watcher_event(&watcher::Event::Apply(serde_json::from_value(serde_json::json!({
@@ -682,16 +698,62 @@ mod tests {
         fx.sink.handle(container_finding("cid-1")).await;
         fx.sink.writer.flush().await;
         assert!(written(&fx.api).is_empty());
+        assert_eq!(fx.sink.metrics.out_of_scope.get(), 1);
+        fx.sink
+            .policies
+            .count_out_of_scope(&fx.sink.enricher.pods, &fx.sink.enricher.namespaces);
+        assert_eq!(fx.sink.metrics.pods_out_of_scope.get(), 1);
+    }
+
+    /// A policy as the operator leaves it once it accepted it.
+    fn accepted(name: &str, spec: serde_json::Value) -> DockerSocketPolicy {
+        api::compiled::testing::policy(name, spec, true)
+    }
+
+    #[tokio::test]
+    async fn policies_the_operator_did_not_accept_or_that_are_invalid_are_not_applied_at_all() {
+        let mut fx = fixture();
+        fx.pods
+            .apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
+                "web-1",
+                "pod-uid-1",
+                &[("app", "cid-1")],
+                &[],
+            )));
+        // Refused by the operator: would exempt the pod's namespace.
+        fx.policies
+            .apply_watcher_event(&watcher::Event::Apply(api::compiled::testing::policy(
+                "refused",
+                serde_json::json!({"exemptions": [{"namespaces": ["shop"]}]}),
+                false,
+            )));
+        // Marked accepted, but an exemption by label alone is invalid: never applied.
+        fx.policies.apply_watcher_event(&watcher::Event::Apply(accepted(
+            "forged",
+            serde_json::json!({"exemptions": [{"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "sockwarden"}}}]}),
+        )));
+        fx.sink.handle(container_finding("cid-1")).await;
+        fx.sink.writer.flush().await;
+        let all = written(&fx.api);
+        assert_eq!(all.len(), 1, "{all:#?}");
+        assert_eq!(
+            all[0]["spec"]["policy"], "default",
+            "no policy applies: the default does"
+        );
+        assert_eq!(fx.sink.metrics.policies_invalid.get(), 2);
+        assert_eq!(
+            fx.sink.metrics.exempt.with_label_values(&["refused"]).get(),
+            0
+        );
     }
 
     /// A policy that selects only `app=web` pods, so a pod judged without its labels would be
     /// out of scope and its finding dropped.
     fn web_policy() -> DockerSocketPolicy {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "sockwarden.io/v1alpha1", "kind": "DockerSocketPolicy", "metadata": {"name": "web-only"},
-            "spec": {"severity": 3, "selector": {"podSelector": {"matchLabels": {"app": "web"}}}}
-        }))
-        .unwrap()
+        accepted(
+            "web-only",
+            serde_json::json!({"severity": 3, "selector": {"podSelector": {"matchLabels": {"app": "web"}}}}),
+        )
     }
 
     fn pod_gets(api: &ApiDouble) -> usize {

@@ -1,7 +1,12 @@
-//! What the CRD schema cannot check about a policy: label-selector semantics, glob syntax,
-//! service-account references, socket paths. Problems are reported as `Accepted=False`.
-use api::{DockerSocketPolicySpec, Exemption};
+//! Everything about a policy the CRD schema cannot check (or that older API servers, which
+//! drop CEL rules, do not): label-selector semantics, exemption anchors, image and executable
+//! patterns, service-account references, socket paths. The operator reports problems as
+//! `Accepted=False`; the probe refuses to apply a policy with any (see [`crate::compiled`]).
+use crate::{image::ImagePattern, DockerSocketPolicySpec, Exemption};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+/// Longest socket path: `sun_path` holds 108 bytes including the terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
 
 fn dns1123_label(s: &str) -> bool {
     !s.is_empty()
@@ -62,9 +67,11 @@ fn selector(what: &str, s: &LabelSelector, problems: &mut Vec<String>) {
     }
 }
 
-fn globs(what: &str, patterns: &[String], problems: &mut Vec<String>) {
+fn executables(what: &str, patterns: &[String], problems: &mut Vec<String>) {
     for p in patterns {
-        if let Err(e) = globset::Glob::new(p) {
+        if !p.starts_with('/') {
+            problems.push(format!("{what}: {p:?} must be an absolute path pattern"));
+        } else if let Err(e) = globset::Glob::new(p) {
             problems.push(format!("{what}: bad glob {p:?}: {}", e.kind()));
         }
     }
@@ -72,6 +79,15 @@ fn globs(what: &str, patterns: &[String], problems: &mut Vec<String>) {
 
 fn exemption(i: usize, e: &Exemption, problems: &mut Vec<String>) {
     let what = format!("spec.exemptions[{i}]");
+    // A pod's author chooses its labels, image and binaries freely; who may run pods in a
+    // namespace or under a service account is decided by RBAC. So an exemption must be
+    // anchored to one of those, and the rest only narrow it.
+    if e.namespaces.is_none() && e.service_accounts.is_none() {
+        problems.push(format!(
+            "{what}: must set namespaces or serviceAccounts (podSelector, images and executables \
+             only narrow an exemption: any pod author can choose its labels, image and binaries)"
+        ));
+    }
     for ns in e.namespaces.iter().flatten() {
         if !dns1123_label(ns) {
             problems.push(format!("{what}.namespaces: {ns:?} is not a namespace name"));
@@ -81,26 +97,57 @@ fn exemption(i: usize, e: &Exemption, problems: &mut Vec<String>) {
         selector(&format!("{what}.podSelector"), s, problems);
     }
     for sa in e.service_accounts.iter().flatten() {
-        let ok = match sa.split_once('/') {
-            Some((ns, name)) => dns1123_label(ns) && dns1123_subdomain(name),
-            None => dns1123_subdomain(sa),
-        };
-        if !ok {
-            problems.push(format!(
+        match sa.split_once('/') {
+            Some((ns, name)) if dns1123_label(ns) && dns1123_subdomain(name) => {}
+            None if dns1123_subdomain(sa) && e.namespaces.is_some() => {}
+            None if dns1123_subdomain(sa) => problems.push(format!(
+                "{what}.serviceAccounts: {sa:?} names no namespace: write NAMESPACE/NAME, or \
+                 set namespaces (a bare name would match that account in every namespace, \
+                 where anyone allowed to create service accounts could take it)"
+            )),
+            _ => problems.push(format!(
                 "{what}.serviceAccounts: {sa:?} is neither NAME nor NAMESPACE/NAME"
-            ));
+            )),
         }
     }
-    globs(
-        &format!("{what}.images"),
-        e.images.as_deref().unwrap_or_default(),
-        problems,
-    );
-    globs(
+    for image in e.images.iter().flatten() {
+        if let Err(e) = ImagePattern::new(image) {
+            problems.push(format!("{what}.images: {e}"));
+        }
+    }
+    executables(
         &format!("{what}.executables"),
         e.executables.as_deref().unwrap_or_default(),
         problems,
     );
+}
+
+/// Why a socket path cannot be watched, if it cannot: absolute and normalised (no `.`, `..`
+/// or empty segments, no trailing `/`), no NUL or `=` (the probe's command line takes
+/// `PATH=RUNTIME`), at most 107 bytes.
+pub fn socket_path_problem(path: &str) -> Option<String> {
+    let normalised = path.len() > 1
+        && path.starts_with('/')
+        && !path.ends_with('/')
+        && path[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if !normalised {
+        Some(format!(
+            "{path:?} must be an absolute, normalised path (no ., .. or empty segments)"
+        ))
+    } else if path.contains(['\0', '=']) || path.chars().any(char::is_control) {
+        Some(format!(
+            "{path:?} must not contain NUL, '=' or control characters"
+        ))
+    } else if path.len() > MAX_SOCKET_PATH {
+        Some(format!(
+            "{path:?} is {} bytes; a UNIX socket path holds at most {MAX_SOCKET_PATH}",
+            path.len()
+        ))
+    } else {
+        None
+    }
 }
 
 /// Every problem with a policy, in one list; empty when the policy can be applied.
@@ -115,14 +162,8 @@ pub fn validate(spec: &DockerSocketPolicySpec) -> Vec<String> {
         }
     }
     for (i, socket) in spec.sockets.iter().enumerate() {
-        let path = &socket.path;
-        if !path.starts_with('/')
-            || path.split('/').any(|c| c == ".." || c == ".")
-            || path.contains('\0')
-        {
-            problems.push(format!(
-                "spec.sockets[{i}].path: {path:?} must be an absolute path without . or .. segments"
-            ));
+        if let Some(p) = socket_path_problem(&socket.path) {
+            problems.push(format!("spec.sockets[{i}].path: {p}"));
         }
     }
     if let Some(ops) = &spec.operations {
@@ -134,7 +175,7 @@ pub fn validate(spec: &DockerSocketPolicySpec) -> Vec<String> {
         exemption(i, e, &mut problems);
     }
     if let Some(r) = &spec.findings {
-        if api::parse_ttl(&r.ttl).is_none() {
+        if crate::parse_ttl(&r.ttl).is_none() {
             problems.push(format!(
                 "spec.findings.ttl: {:?} is not a duration like 7d or 1h30m",
                 r.ttl
@@ -160,7 +201,8 @@ mod tests {
         for s in [
             serde_json::json!({}),
             serde_json::json!({"mode": "Enforce", "selector": {"podSelector": {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In", "values": ["a"]}]}}}),
-            serde_json::json!({"exemptions": [{"serviceAccounts": ["monitoring/agent", "ci-runner"], "images": ["docker.io/datadog/agent:*"], "executables": ["/usr/{bin,sbin}/cadvisor"]}]}),
+            serde_json::json!({"exemptions": [{"serviceAccounts": ["monitoring/agent"], "images": ["docker.io/datadog/agent:*"], "executables": ["/usr/{bin,sbin}/cadvisor"]}]}),
+            serde_json::json!({"exemptions": [{"namespaces": ["ci"], "serviceAccounts": ["runner"]}, {"namespaces": ["obs"], "podSelector": {"matchLabels": {"app": "agent"}}}]}),
             serde_json::json!({"sockets": [{"path": "/srv/docker.sock", "runtime": "docker"}], "findings": {"ttl": "36h"}}),
         ] {
             assert_eq!(validate(&spec(s.clone())), Vec::<String>::new(), "{s}");
@@ -187,8 +229,32 @@ mod tests {
                 "invalid label key",
             ),
             (
-                serde_json::json!({"exemptions": [{"images": ["nginx:[1"]}]}),
-                "bad glob",
+                serde_json::json!({"exemptions": [{"namespaces": ["a"], "images": ["nginx:[1"]}]}),
+                "bad pattern",
+            ),
+            (
+                serde_json::json!({"exemptions": [{"images": ["datadog/agent"]}]}),
+                "must set namespaces or serviceAccounts",
+            ),
+            (
+                serde_json::json!({"exemptions": [{"executables": ["/usr/bin/dockerd-rootless*"]}]}),
+                "must set namespaces or serviceAccounts",
+            ),
+            (
+                serde_json::json!({"exemptions": [{"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "sockwarden"}}}]}),
+                "must set namespaces or serviceAccounts",
+            ),
+            (
+                serde_json::json!({"exemptions": [{"serviceAccounts": ["datadog"]}]}),
+                "names no namespace",
+            ),
+            (
+                serde_json::json!({"exemptions": [{"namespaces": ["a"], "images": ["*datadog/agent:*"]}]}),
+                "repository must be exact",
+            ),
+            (
+                serde_json::json!({"exemptions": [{"namespaces": ["a"], "executables": ["dockerd"]}]}),
+                "absolute path pattern",
             ),
             (
                 serde_json::json!({"exemptions": [{"serviceAccounts": ["a/b/c"]}]}),
@@ -200,7 +266,19 @@ mod tests {
             ),
             (
                 serde_json::json!({"sockets": [{"path": "/run/../etc/x", "runtime": "docker"}]}),
-                "must be an absolute path",
+                "absolute, normalised path",
+            ),
+            (
+                serde_json::json!({"sockets": [{"path": "/run//docker.sock", "runtime": "docker"}]}),
+                "absolute, normalised path",
+            ),
+            (
+                serde_json::json!({"sockets": [{"path": "/run/a=b.sock", "runtime": "docker"}]}),
+                "must not contain NUL, '='",
+            ),
+            (
+                serde_json::json!({"sockets": [{"path": format!("/{}", "s".repeat(107)), "runtime": "docker"}]}),
+                "at most 107",
             ),
             (
                 serde_json::json!({"findings": {"ttl": "0s"}}),
