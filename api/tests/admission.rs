@@ -34,7 +34,12 @@ fn rendered_policy() -> Value {
     let out = Command::new(helm())
         .args(["template", "sockwarden"])
         .arg(&chart)
-        .args(["-n", NAMESPACE, "--show-only", "templates/admissionpolicy.yaml"])
+        .args([
+            "-n",
+            NAMESPACE,
+            "--show-only",
+            "templates/admissionpolicy.yaml",
+        ])
         .args([
             "--api-versions",
             "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
@@ -290,13 +295,7 @@ fn a_probe_creates_findings_of_its_own_node_only() {
 fn a_probe_token_without_a_node_name_writes_nothing() {
     let p = Policy::load();
     let own = finding("node-a", "node-a", None);
-    assert_refused(
-        &p,
-        &probe_create(None),
-        &own,
-        &Value::Null,
-        "names no node",
-    );
+    assert_refused(&p, &probe_create(None), &own, &Value::Null, "names no node");
     // No extra at all (a legacy secret-based token).
     let mut req = probe_create(None);
     req["userInfo"].as_object_mut().unwrap().remove("extra");
@@ -314,11 +313,7 @@ fn other_users_are_not_restricted() {
         "system:serviceaccount:shop:sockwarden-probe",
     ] {
         assert_eq!(
-            p.admit(
-                &request(user, None, "CREATE", ""),
-                &forged,
-                &Value::Null
-            ),
+            p.admit(&request(user, None, "CREATE", ""), &forged, &Value::Null),
             Verdict::NotMatched,
             "{user}"
         );
@@ -395,7 +390,10 @@ fn status_counts_only_grow_and_first_seen_stays() {
         "firstSeen never changes",
     );
     let mut dropped = grown.clone();
-    dropped["status"].as_object_mut().unwrap().remove("firstSeen");
+    dropped["status"]
+        .as_object_mut()
+        .unwrap()
+        .remove("firstSeen");
     assert_refused(
         &p,
         &probe_update("node-a", "status"),

@@ -200,7 +200,10 @@ pub fn probe_daemonset(settings: &ProbeSettings, owner: Option<&OwnerReference>)
     // created or remounted later show up, and lets other pods' volume mounts that appear
     // under `/` be unmounted on the host instead of being pinned by this container.
     // First, so that `/host/proc` and `/host/sys/fs/cgroup` are mounted on top of it.
-    volumes.insert(0, json!({"name": "host-root", "hostPath": {"path": "/", "type": "Directory"}}));
+    volumes.insert(
+        0,
+        json!({"name": "host-root", "hostPath": {"path": "/", "type": "Directory"}}),
+    );
     mounts.insert(0, json!({"name": "host-root", "mountPath": HOST_ROOT, "readOnly": true, "mountPropagation": "HostToContainer"}));
 
     let mut env = vec![
@@ -372,8 +375,8 @@ mod tests {
     }
 
     #[test]
-    fn no_socket_directory_is_a_hostpath_the_host_root_is_one_read_only_mount_and_no_socket_flags(
-    ) {
+    fn no_socket_directory_is_a_hostpath_the_host_root_is_one_read_only_mount_and_no_socket_flags()
+    {
         let v = value(&probe_daemonset(
             &ProbeSettings {
                 detect_open: true,
