@@ -116,6 +116,51 @@ assert pdb["apiVersion"] == "policy/v1beta1", pdb["apiVersion"]
 '
 echo "[chart] apiServer.*, operator.hostNetwork and probe.hostNetwork render as documented"
 
+# Keeping the operator apart from ordinary workloads: the scheduling values render as given;
+# a user's affinity replaces the default spread of replicas over nodes.
+cat >"$work/scheduling-values.yaml" <<'YAML'
+operator:
+  nodeSelector: {node-role.kubernetes.io/control-plane: ""}
+  tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms: [{matchExpressions: [{key: pool, operator: In, values: [system]}]}]
+  priorityClassName: system-cluster-critical
+YAML
+render scheduling -f "$work/scheduling-values.yaml"
+expect scheduling '
+assert pod["nodeSelector"] == {"node-role.kubernetes.io/control-plane": ""}, pod.get("nodeSelector")
+assert pod["tolerations"] == [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}], pod.get("tolerations")
+assert pod["priorityClassName"] == "system-cluster-critical", pod.get("priorityClassName")
+assert list(pod["affinity"]) == ["nodeAffinity"], pod["affinity"]
+'
+expect default '
+assert "priorityClassName" not in pod and "nodeSelector" not in pod and "tolerations" not in pod, pod
+assert pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+'
+echo "[chart] operator.nodeSelector, tolerations, affinity and priorityClassName render as given"
+
+# The findings admission policy: rendered only where the API server serves
+# ValidatingAdmissionPolicy (1.30+), never on the test bed's 1.20; the expressions
+# themselves are evaluated against allowed and forged requests by api/tests/admission.rs.
+vap=admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy
+render vap --api-versions "$vap"
+expect vap '
+vap = objs[("ValidatingAdmissionPolicy", "sockwarden-probe-findings")]
+binding = objs[("ValidatingAdmissionPolicyBinding", "sockwarden-probe-findings")]
+assert vap["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+assert binding["spec"] == {"policyName": "sockwarden-probe-findings", "validationActions": ["Deny"]}, binding["spec"]
+assert vap["spec"]["matchConditions"][0]["expression"] == "request.userInfo.username == \x27system:serviceaccount:sockwarden-system:sockwarden-probe\x27", vap["spec"]["matchConditions"]
+assert vap["spec"]["failurePolicy"] == "Fail"
+'
+for args in "" "--kube-version 1.20.2" "--api-versions $vap --set admissionPolicy.enabled=false"; do
+  # shellcheck disable=SC2086
+  render no-vap $args
+  expect no-vap 'assert not [k for k in objs if k[0].startswith("ValidatingAdmissionPolicy")], [k for k in objs if k[0].startswith("Validating")]'
+done
+echo "[chart] the findings ValidatingAdmissionPolicy renders only where the API server serves it"
+
 # PodDisruptionBudget API: what discovery reports wins; offline (Helm's default capabilities
 # list groups, not kinds), the Kubernetes version decides.
 pdb_is() { # want helm-args...
@@ -154,13 +199,18 @@ refuse "/apiServer/port" --set apiServer.host=127.0.0.1 --set apiServer.port=0
 refuse "/apiServer/host" --set apiServer.host=https://127.0.0.1 --set apiServer.port=16443
 refuse "/operator/hostNetwork" --set operator.hostNetwork=yes
 refuse "/probe/hostNetwork" --set probe.hostNetwork=yes
+refuse "/operator/priorityClassName" --set operator.priorityClassName=Not_A_Name
+refuse "/operator/tolerations" --set operator.tolerations=none
+refuse "/admissionPolicy/enabled" --set admissionPolicy.enabled=yes
+refuse "additional properties" --set admissionPolicy.enable=true
 echo "[chart] bad values are refused"
 
 # Kubernetes schemas (strict), the operator-rendered DaemonSet included; the default policy
 # against the CRD's own schema.
 "$operator_bin" render-daemonset >"$work/daemonset.yaml"
 kubernetes-validate --strict --quiet "$work/default.yaml" "$work/with-prometheus.yaml" "$work/daemonset.yaml" crds/*.yaml \
-  "$work/api-server.yaml" "$work/api-server-ipv6.yaml" "$work/operator-host-network.yaml" "$work/probe-host-network.yaml"
+  "$work/api-server.yaml" "$work/api-server-ipv6.yaml" "$work/operator-host-network.yaml" "$work/probe-host-network.yaml" \
+  "$work/scheduling.yaml" "$work/vap.yaml"
 # The 1.20 render: no schema set here knows policy/v1beta1 (the oldest is 1.25, which removed
 # it), so the rest is validated against 1.25 and the PodDisruptionBudget may only use fields
 # v1beta1 has.

@@ -154,9 +154,8 @@ impl fmt::Display for ApiServerAddr {
     }
 }
 
-/// Host directories whose runtime sockets the probe stats (mounted read-only under /host).
-/// Sockets elsewhere are reached through the host's `/proc/<init>/root` by the probe.
-const SOCKET_DIRS: &[&str] = &["/run", "/var/run"];
+/// Where the host's `/` is mounted in the probe container (`--host-root`).
+const HOST_ROOT: &str = "/host";
 
 /// The DaemonSet exactly as the operator applies it. `owner` (the operator's Deployment)
 /// lets the garbage collector delete the probes with the operator.
@@ -168,7 +167,7 @@ pub fn probe_daemonset(settings: &ProbeSettings, owner: Option<&OwnerReference>)
     });
     let mut args = vec![
         "run".to_string(),
-        "--host-root=/host".into(),
+        format!("--host-root={HOST_ROOT}"),
         format!("--listen=0.0.0.0:{METRICS_PORT}"),
         "--format=json".into(),
         "--log-format=json".into(),
@@ -191,13 +190,21 @@ pub fn probe_daemonset(settings: &ProbeSettings, owner: Option<&OwnerReference>)
         json!({"name": "tracefs", "mountPath": "/sys/kernel/tracing"}),
         json!({"name": "bpffs", "mountPath": "/sys/fs/bpf"}),
     ];
-    for (i, dir) in SOCKET_DIRS.iter().enumerate() {
-        let name = format!("sockets-{i}");
-        // Read-only: the probe stats sockets, it never connects to them. HostToContainer
-        // propagation lets a socket dir recreated by a daemon restart show up.
-        volumes.push(json!({"name": name, "hostPath": {"path": dir, "type": "Directory"}}));
-        mounts.push(json!({"name": name, "mountPath": format!("/host{dir}"), "readOnly": true, "mountPropagation": "HostToContainer"}));
-    }
+    // The host's whole `/`, read-only, instead of one mount per socket directory: `/`
+    // exists on every node, so no policy socket path can keep the pod from starting (a
+    // hostPath of type `Directory` for `/run` or `/var/run` did on a node without it), and
+    // every absolute socket path is visible as the kubelet's mount namespace sees it, with
+    // symlinks such as `/var/run -> /run` resolved inside `/host` by the probe. It grants
+    // nothing new: with hostPID and CAP_SYS_PTRACE the probe already reaches the host's
+    // root through `/proc/1/root`. HostToContainer (rslave) lets a socket directory that is
+    // created or remounted later show up, and lets other pods' volume mounts that appear
+    // under `/` be unmounted on the host instead of being pinned by this container.
+    // First, so that `/host/proc` and `/host/sys/fs/cgroup` are mounted on top of it.
+    volumes.insert(
+        0,
+        json!({"name": "host-root", "hostPath": {"path": "/", "type": "Directory"}}),
+    );
+    mounts.insert(0, json!({"name": "host-root", "mountPath": HOST_ROOT, "readOnly": true, "mountPropagation": "HostToContainer"}));
 
     let mut env = vec![
         json!({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}),
@@ -359,8 +366,7 @@ mod tests {
             "/host/sys/fs/cgroup",
             "/sys/kernel/btf",
             "/sys/fs/bpf",
-            "/host/run",
-            "/host/var/run",
+            "/host",
         ] {
             assert!(mounts.contains(&m), "{m} not mounted");
         }
@@ -369,7 +375,8 @@ mod tests {
     }
 
     #[test]
-    fn socket_dirs_are_only_run_and_var_run_read_only_and_no_socket_flags() {
+    fn no_socket_directory_is_a_hostpath_the_host_root_is_one_read_only_mount_and_no_socket_flags()
+    {
         let v = value(&probe_daemonset(
             &ProbeSettings {
                 detect_open: true,
@@ -377,42 +384,60 @@ mod tests {
             },
             None,
         ));
-        let c = &v["spec"]["template"]["spec"]["containers"][0];
+        let pod = &v["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
         let args = strings(&c["args"]);
         assert!(args.contains(&"--detect-open"));
+        assert!(args.contains(&"--host-root=/host"));
         assert!(
             !args.iter().any(|a| a.starts_with("--socket")),
             "probes arm policy sockets from their own policy watch: {args:?}"
         );
-        let socket_mounts: Vec<&Value> = c["volumeMounts"]
+        // Every hostPath the kubelet checks before starting the pod: `/` and kernel
+        // interfaces the probe cannot work without; no socket directory, which a node may
+        // lack (a policy may name a socket anywhere).
+        let host_paths: Vec<(&str, &str)> = pod["volumes"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|m| m["name"].as_str().unwrap().starts_with("sockets-"))
-            .collect();
-        assert_eq!(socket_mounts.len(), 2, "{socket_mounts:?}");
-        for (m, path) in socket_mounts.iter().zip(["/host/run", "/host/var/run"]) {
-            assert_eq!(m["mountPath"], path);
-            assert_eq!(m["readOnly"], true);
-        }
-        let host_paths: Vec<&str> = v["spec"]["template"]["spec"]["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["hostPath"]["path"].as_str().unwrap())
+            .map(|v| {
+                (
+                    v["hostPath"]["path"].as_str().unwrap(),
+                    v["hostPath"]["type"].as_str().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(
             host_paths,
             [
-                "/proc",
-                "/sys/fs/cgroup",
-                "/sys/kernel/btf",
-                "/sys/kernel/tracing",
-                "/sys/fs/bpf",
-                "/run",
-                "/var/run"
+                ("/", "Directory"),
+                ("/proc", "Directory"),
+                ("/sys/fs/cgroup", "Directory"),
+                ("/sys/kernel/btf", "Directory"),
+                ("/sys/kernel/tracing", "Directory"),
+                ("/sys/fs/bpf", "DirectoryOrCreate"),
             ]
         );
+        for (path, _) in &host_paths {
+            assert!(
+                !["/run", "/var/run"].iter().any(|d| path.starts_with(d)),
+                "{path} may be missing on a node"
+            );
+        }
+        // The host's `/`, read-only, propagating later host mounts (a socket directory
+        // made after the probe started), mounted before the paths nested in it.
+        let mounts = c["volumeMounts"].as_array().unwrap();
+        assert_eq!(
+            mounts[0],
+            json!({"name": "host-root", "mountPath": "/host", "readOnly": true, "mountPropagation": "HostToContainer"})
+        );
+        assert_eq!(pod["volumes"][0]["name"], "host-root");
+        for m in mounts {
+            let path = m["mountPath"].as_str().unwrap();
+            if path.starts_with("/host") {
+                assert_eq!(m["readOnly"], true, "{path} must be read-only");
+            }
+        }
     }
 
     #[test]

@@ -233,6 +233,25 @@ check "a policy naming a socket no default covers is created, with a daemon serv
 eventually 60 "the probe arms that socket from the policy alone and reports the client's connects to it" \
   expect_finding shop extra-client "f['spec']['socket']['hostPath'] + ' ' + f['spec']['socket']['runtime']" "/run/sockwarden-e2e/api.sock podman"
 check "the invalid policy is deleted" k delete dsp broken
+host_root_mount() { # the host's `/` read-only at /host; no socket directory as a hostPath
+  jp ds -n $ns sockwarden-probe -o json | python3 -c '
+import json, sys
+pod = json.load(sys.stdin)["spec"]["template"]["spec"]
+paths = [v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v]
+assert not any(p.startswith(("/run", "/var/run")) for p in paths), paths
+root = [v["name"] for v in pod["volumes"] if v.get("hostPath", {}).get("path") == "/"]
+m = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] in root]
+assert [(x["mountPath"], x.get("readOnly"), x.get("mountPropagation")) for x in m] == [("/host", True, "HostToContainer")], m'
+}
+check "the probe sees the host through one read-only mount of / (no socket directory is a hostPath)" host_root_mount
+check "a policy naming a socket in a directory missing on the node is created" \
+  k apply -f $tb/manifests/missing-dir-policy.yaml
+eventually 30 "it is Accepted" eval '[ "$(condition dsp missing-dir Accepted)" = True ]'
+sleep 5
+check "the probe stays Ready with it (and the DaemonSet is not rolled)" \
+  eval 'probe_ready && [ "$(ds_generation)" = "$generation" ]'
+bare_count=$(finding_count shop bare)
+eventually 30 "findings are still written with it in place" count_grows shop bare "$bare_count"
 check "creating and deleting policies never rolled the probe DaemonSet" expect_eq "$(ds_generation)" "$generation"
 
 # ---------------------------------------------------------------- faults
@@ -299,6 +318,8 @@ check "the probe pod is deleted" k delete pod -n $ns "$probe_pod" --wait=false
 eventually 120 "the DaemonSet's new probe pod is Ready" eval 'p=$(pod_named $ns sockwarden-probe) && [ "$p" != "$probe_pod" ] && probe_ready'
 eventually 60 "the bare pod's finding continues from its count (same object, count grows)" \
   eval 'count_grows shop bare "$bare_count" && [ "$(findings_for shop bare)" = 1 ]'
+check "the new probe pod started with the missing-directory policy in place" \
+  eval 'k get dsp missing-dir >/dev/null'
 
 # ---------------------------------------------------------------- uninstall
 check "helm uninstall" "$helm" uninstall sockwarden -n $ns --wait
