@@ -30,6 +30,8 @@ struct State {
     findings: HashMap<(String, String), Value>,
     fail_next: u32,
     fail_code: u16,
+    /// Refuse a spec change of an existing finding, as the chart's admission policy does.
+    immutable_spec: bool,
     /// (namespace, name) -> pod served to GETs.
     pods: HashMap<(String, String), Value>,
     /// Every read fails with this status while set.
@@ -121,6 +123,20 @@ impl ApiDouble {
                 s.findings.insert(key, obj.clone());
                 return (200, obj);
             }
+            if body.as_object().is_some_and(|o| o.is_empty()) {
+                // An empty merge patch: reads the object.
+                return match existing {
+                    Some(obj) => (200, obj),
+                    None => (404, status(404)),
+                };
+            }
+            if s.immutable_spec {
+                if let Some(old) = &existing {
+                    if old["spec"] != body["spec"] {
+                        return (422, status(422)); // as the chart's admission policy refuses
+                    }
+                }
+            }
             let mut obj = body;
             obj["metadata"]["uid"] = json!(format!("uid-{}", key.1));
             if let Some(old) = existing {
@@ -172,6 +188,11 @@ impl ApiDouble {
             (pod.namespace().unwrap_or_default(), pod.name_any()),
             serde_json::to_value(pod).unwrap(),
         );
+    }
+
+    /// Refuse spec changes of existing findings (the chart's ValidatingAdmissionPolicy).
+    pub fn refuse_spec_changes(&self) {
+        self.state.lock().unwrap().immutable_spec = true;
     }
 
     /// Every read fails with `code` until called with `None`.

@@ -9,7 +9,9 @@
 //! The count is absolute, not incremented: the first write of a key in this process applies
 //! the spec (server-side apply), which returns the object with its current count; every
 //! status write then sets `committed + pending`. Each pod lives on one node, so one probe
-//! owns each key.
+//! owns each key. A finding's spec is fixed once written (the chart's admission policy
+//! refuses changes): when a restarted probe's apply is refused, the stored object is read
+//! with an empty merge patch and counting continues on it.
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use api::{DockerAbuseFinding, DockerAbuseFindingSpec, POLICY_LABEL};
@@ -233,7 +235,18 @@ impl FindingWriter {
                 "spec": e.spec,
             });
             calls += 1;
-            match api.patch(&key.1, &params, &Patch::Apply(&body)).await {
+            let mut applied = api.patch(&key.1, &params, &Patch::Apply(&body)).await;
+            if matches!(&applied, Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422) {
+                // The chart's admission policy keeps a finding's spec as first written; after
+                // a restart this process may see the same key with, say, another exe. Keep
+                // the stored spec and read its count (an empty merge patch changes nothing).
+                tracing::info!(finding = %key.1, namespace = %key.0, "the stored finding keeps its first spec; counting on it");
+                calls += 1;
+                applied = api
+                    .patch(&key.1, &PatchParams::default(), &Patch::Merge(json!({})))
+                    .await;
+            }
+            match applied {
                 Ok(obj) => {
                     let status = obj.status.unwrap_or_default();
                     e.committed = Some(status.count);
@@ -404,6 +417,25 @@ mod tests {
         w.record("shop", "daf-1", finding_spec(), Timestamp::now());
         w.flush().await;
         assert_eq!(api.count("shop", "daf-1"), Some(42));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_restart_a_refused_spec_change_keeps_the_stored_spec_and_continues_its_count() {
+        let api = ApiDouble::start();
+        api.preload("shop", "daf-1", 41);
+        api.refuse_spec_changes();
+        let mut w = writer(&api, WriterConfig::default());
+        let mut changed = finding_spec();
+        changed.process.exe = Some("/tmp/other-exe".into()); // read from /proc this time
+        w.record("shop", "daf-1", changed, Timestamp::now());
+        assert_eq!(w.flush().await, 3, "apply (refused), read, status");
+        assert_eq!(api.count("shop", "daf-1"), Some(42));
+        assert_eq!(w.metrics.api_write_errors.get(), 0);
+        let stored = &api.findings()[0];
+        assert_eq!(
+            stored["spec"],
+            serde_json::to_value(finding_spec()).unwrap()
+        );
     }
 
     #[tokio::test(start_paused = true)]
