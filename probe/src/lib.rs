@@ -14,5 +14,6 @@ pub mod pipeline;
 pub mod procinfo;
 pub mod rootfs;
 pub mod run;
+pub mod selftest;
 pub mod server;
 pub mod sockets;

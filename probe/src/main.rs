@@ -34,6 +34,9 @@ enum Command {
         #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
         btf: std::path::PathBuf,
     },
+    /// The self-test's child: connects once to the probe's canary socket.
+    #[command(name = "canary-connect", hide = true)]
+    CanaryConnect { path: std::path::PathBuf },
 }
 
 fn init_logging(format: LogFormat) {
@@ -88,6 +91,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run::run(args)),
         Command::CheckFmodRet { btf } => check_fmod_ret(&btf),
+        Command::CanaryConnect { path } => probe::selftest::connect(&path),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

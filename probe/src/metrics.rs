@@ -40,6 +40,10 @@ pub struct Metrics {
     pub pods_out_of_scope: IntGauge,
     /// Cluster mode: findings not reported because no applied policy selects the pod.
     pub out_of_scope: IntCounter,
+    /// Unix time of the last self-test connect the backend reported (0: never).
+    pub self_test_last_success: IntGauge,
+    /// Self-tests whose connect never came back as an event.
+    pub self_test_failures: IntCounter,
     pod_label_sets: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
@@ -145,6 +149,16 @@ impl Metrics {
             "sockwarden_probe_out_of_scope_total",
             "Findings not reported because no applied policy selects the pod",
         )?;
+        let self_test_last_success = IntGauge::new(
+            "sockwarden_probe_self_test_last_success_timestamp_seconds",
+            "Unix time of the last self-test connect to the canary socket the backend reported",
+        )?;
+        let self_test_failures = IntCounter::new(
+            "sockwarden_probe_self_test_failures_total",
+            "Self-test connects to the canary socket that never came back as an event",
+        )?;
+        registry.register(Box::new(self_test_last_success.clone()))?;
+        registry.register(Box::new(self_test_failures.clone()))?;
         registry.register(Box::new(policies_invalid.clone()))?;
         registry.register(Box::new(pods_out_of_scope.clone()))?;
         for m in [
@@ -187,6 +201,8 @@ impl Metrics {
             policies_invalid,
             pods_out_of_scope,
             out_of_scope,
+            self_test_last_success,
+            self_test_failures,
             pod_label_sets: Default::default(),
         })
     }

@@ -16,6 +16,7 @@ use crate::{
     metrics::Metrics,
     open_resolve::OpenResolver,
     procinfo::{self, ProcDetails},
+    selftest::Canary,
     sockets::{ArmedSocket, Armer},
 };
 
@@ -87,6 +88,8 @@ pub struct Pipeline<S: FindingSink> {
     pub proc_root: PathBuf,
     pub sink: S,
     pub proc_cache: HashMap<u32, (Instant, ProcDetails)>,
+    /// The self-test's socket: its events prove the probe sees, and are never findings.
+    pub canary: Option<Arc<Canary>>,
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
@@ -150,6 +153,9 @@ impl<S: FindingSink> Pipeline<S> {
     }
 
     fn handle_socket_event(&mut self, ev: SocketEvent) -> bool {
+        if self.canary.as_ref().is_some_and(|c| c.observe(&ev)) {
+            return false;
+        }
         // An open of some other socket or FIFO, or a connect racing a disarm: not ours.
         let Some((socket, identity)) = self.watched_socket(&ev) else {
             return false;
@@ -243,6 +249,7 @@ mod tests {
                 metrics,
             },
             proc_cache: HashMap::new(),
+            canary: None,
         }
     }
 

@@ -4,7 +4,7 @@ use std::{
     io::IsTerminal,
     net::SocketAddr,
     path::PathBuf,
-    sync::{atomic::AtomicBool, Arc, Mutex},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -27,8 +27,9 @@ use crate::{
     metrics::Metrics,
     open_resolve::OpenResolver,
     pipeline::{FindingSink, OutputFormat, Pipeline, StdoutSink},
-    procinfo,
-    server::{self, Health},
+    procinfo, selftest,
+    selftest::Canary,
+    server::{self, Health, Status},
     sockets::{default_specs, ArmEvent, Armer, PolicySockets, SocketSpec},
 };
 
@@ -90,6 +91,9 @@ pub struct RunArgs {
     /// Cluster mode: most distinct findings held in memory awaiting a write.
     #[arg(long, default_value_t = 10_000)]
     pub max_pending_findings: usize,
+    /// Where the probe keeps its canary socket (the self-test's target).
+    #[arg(long, default_value = "/run/sockwarden-probe")]
+    pub state_dir: PathBuf,
 }
 
 fn host_name() -> String {
@@ -144,24 +148,53 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         detect_open: args.detect_open,
     };
-    // What actually loads decides, not what the kernel's configuration claims.
-    let (mut backend, kind, reason) = backend::select(args.backend, |kind| {
-        Backend::load(kind, &options).map_err(|e| {
+    // The canary every backend must see before it is trusted (see selftest).
+    let canary = match Canary::create(&args.state_dir) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "no self-test possible: the probe cannot prove it sees");
+            None
+        }
+    };
+    let forced = args.backend != BackendRequest::Auto;
+    // What actually loads and then sees decides, not what the kernel's configuration claims.
+    let ((backend, ring, blind), kind, reason) = backend::select(args.backend, |kind| {
+        let mut backend = Backend::load(kind, &options).map_err(|e| {
             format!("{e:#}")
                 .trim_end_matches([' ', '\n', ':'])
                 .replace(". Verifier output", "")
                 .to_string()
-        })
+        })?;
+        let mut ring = backend.ring_buffer().map_err(|e| format!("{e:#}"))?;
+        let blind = match &canary {
+            Some(c) if !prove(&mut backend, &mut ring, c) => {
+                Some(selftest::blind_reason(kind.as_str()))
+            }
+            _ => None,
+        };
+        match blind {
+            // A forced backend keeps running, not ready, saying why.
+            Some(why) if !forced => Err(why),
+            blind => Ok((backend, ring, blind)),
+        }
     })
     .map_err(anyhow::Error::msg)?;
     tracing::info!(backend = %kind, reason = %reason, "attach backend chosen");
     if kind != BackendKind::Tracepoint && args.detect_open {
         tracing::info!("--detect-open is implied: the {kind} backend sees opens at no extra cost");
     }
-    let ring = backend.ring_buffer()?;
     tracing::info!(backend = %kind, "eBPF programs attached");
 
     let metrics = Arc::new(Metrics::new()?);
+    let status = Arc::new(Status::default());
+    match (&canary, blind) {
+        (None, _) => status.not_ready(
+            "self-test",
+            Some("the canary socket could not be created".into()),
+        ),
+        (Some(_), Some(why)) => status.not_ready("self-test", Some(why)),
+        (Some(c), None) => metrics.self_test_last_success.set(c.last_success() as i64),
+    }
     metrics
         .backend_info
         .with_label_values(&[kind.as_str()])
@@ -178,9 +211,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let armer = Arc::new(Mutex::new(Armer::new(specs, args.host_root.clone())));
     let backend = Arc::new(Mutex::new(backend));
-    rearm(&armer, &backend, &metrics);
+    rearm(&armer, &backend, &metrics, &status);
 
-    let ready = Arc::new(AtomicBool::new(true));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {} for health and metrics", args.listen))?;
@@ -189,7 +221,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let health = Health {
         metrics: metrics.clone(),
-        ready: ready.clone(),
+        status: status.clone(),
     };
     let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(async move {
@@ -209,7 +241,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let policies = policies.clone();
         let mut stop = shutdown_rx.clone();
         let mut policy_sockets = PolicySockets::default();
+        let alive = status.task("housekeeping");
+        let status = status.clone();
         tokio::spawn(async move {
+            let _alive = alive;
             let mut tick = tokio::time::interval(REARM_INTERVAL);
             loop {
                 tokio::select! {
@@ -219,7 +254,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 if let Some(policies) = policies.get() {
                     follow_policy_sockets(&mut policy_sockets, policies, &armer);
                 }
-                rearm(&armer, &backend, &metrics);
+                rearm(&armer, &backend, &metrics, &status);
                 let (stats, drops) = {
                     let backend = backend.lock().unwrap_or_else(|p| p.into_inner());
                     (backend.program_stats(), backend.ringbuf_drops())
@@ -264,7 +299,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let sink: Box<dyn FindingSink + Send> = if args.cluster || (in_pod && !args.standalone) {
         let (tx, task, policy_store) =
-            start_cluster_sink(&args, &node, metrics.clone(), shutdown_rx.clone()).await?;
+            start_cluster_sink(&args, &node, metrics.clone(), &status, shutdown_rx.clone()).await?;
         cluster_task = Some(task);
         let _ = policies.set(policy_store);
         Box::new(ClusterForwarder::new(tx, metrics.clone()))
@@ -286,17 +321,44 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             host_pid_ns,
             own_pid: own_pid(host_pid_ns),
         },
-        metrics,
+        metrics: metrics.clone(),
         proc_root,
         sink,
         proc_cache: Default::default(),
+        canary: canary.clone(),
     };
-    let reader = tokio::spawn(read_events(ring, pipeline, shutdown_rx));
+    let reader = {
+        let alive = status.task("reader");
+        let stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let _alive = alive;
+            read_events(ring, pipeline, stop).await
+        })
+    };
+    let self_test = canary.map(|c| {
+        let (status, metrics, alive) = (status.clone(), metrics.clone(), status.task("self-test"));
+        let mut stop = shutdown_rx.clone();
+        let kind = kind.as_str();
+        tokio::spawn(async move {
+            let _alive = alive;
+            tokio::select! {
+                _ = self_test_loop(c, kind, status, metrics) => {}
+                _ = stop.changed() => {}
+            }
+        })
+    });
 
-    wait_for_signal().await?;
+    let failed = tokio::select! {
+        r = wait_for_signal() => { r?; None }
+        task = status.task_ended() => Some(task),
+    };
+    status.shutting_down();
     tracing::info!("shutting down: draining events and detaching programs");
     let _ = shutdown_tx.send(true);
     reader.await??;
+    if let Some(task) = self_test {
+        let _ = task.await;
+    }
     if let Some(task) = cluster_task {
         let _ = task.await;
     }
@@ -304,7 +366,72 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = server.await;
     // Dropping the backend detaches every program.
     drop(backend);
-    Ok(())
+    match failed {
+        Some(task) => {
+            bail!("the {task} task ended unexpectedly; exiting so that the probe is restarted")
+        }
+        None => Ok(()),
+    }
+}
+
+/// At start: the backend's programs must report a connect to the canary within the deadline.
+/// Only the canary is armed yet, so nothing else of interest is in the ring.
+fn prove(backend: &mut Backend, ring: &mut RingBuf<MapData>, canary: &Canary) -> bool {
+    use crate::sockets::WatchedSet;
+    if let Err(e) = backend.arm(&canary.id) {
+        tracing::warn!(error = %format!("{e:#}"), "arming the canary failed");
+        return false;
+    }
+    if let Err(e) = canary.poke() {
+        tracing::warn!(error = %format!("{e:#}"), "the self-test could not connect");
+        return false;
+    }
+    let deadline = std::time::Instant::now() + selftest::DEADLINE;
+    let before = canary.seen();
+    while std::time::Instant::now() < deadline {
+        while let Some(record) = ring.next() {
+            if let Ok(crate::event::Decoded::Socket(ev)) = crate::event::decode(&record) {
+                canary.observe(&ev);
+            }
+        }
+        if canary.seen() > before {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Every [`selftest::INTERVAL`]: connect to the canary and expect the event back through the
+/// running pipeline; readiness follows the outcome.
+async fn self_test_loop(
+    canary: Arc<Canary>,
+    backend: &'static str,
+    status: Arc<Status>,
+    metrics: Arc<Metrics>,
+) {
+    let mut tick = tokio::time::interval(selftest::INTERVAL);
+    tick.tick().await; // the start-up proof was the first
+    loop {
+        tick.tick().await;
+        let before = canary.seen();
+        if let Err(e) = canary.poke() {
+            tracing::warn!(error = %format!("{e:#}"), "the self-test could not connect");
+        }
+        let deadline = tokio::time::Instant::now() + selftest::DEADLINE;
+        while canary.seen() == before && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if canary.seen() > before {
+            metrics
+                .self_test_last_success
+                .set(canary.last_success() as i64);
+            status.not_ready("self-test", None);
+        } else {
+            metrics.self_test_failures.inc();
+            status.not_ready("self-test", Some(selftest::blind_reason(backend)));
+        }
+    }
 }
 
 /// Starts cluster mode: caches of this node's pods, namespaces and policies, CRI clients,
@@ -314,6 +441,7 @@ async fn start_cluster_sink(
     args: &RunArgs,
     node: &str,
     metrics: Arc<Metrics>,
+    status: &Arc<Status>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(
     tokio::sync::mpsc::Sender<crate::cluster::Batch>,
@@ -331,15 +459,39 @@ async fn start_cluster_sink(
     let pods = spawn_reflector(
         kube::Api::<Pod>::all(client.clone()),
         watcher::Config::default().fields(&format!("spec.nodeName={node}")),
+        status.task("pod cache"),
     );
     let namespaces = spawn_reflector(
         kube::Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
+        status.task("namespace cache"),
     );
     let policies = spawn_reflector(
         kube::Api::<api::DockerSocketPolicy>::all(client.clone()),
         watcher::Config::default(),
+        status.task("policy cache"),
     );
+    // Ready, and judging findings, only once all three caches have listed once.
+    status.not_ready(
+        "caches",
+        Some("the pod, namespace and policy caches have not synced yet".into()),
+    );
+    let synced = {
+        let (pods, namespaces, policies, status) = (
+            pods.clone(),
+            namespaces.clone(),
+            policies.clone(),
+            status.clone(),
+        );
+        async move {
+            let _ = tokio::join!(
+                pods.wait_until_ready(),
+                namespaces.wait_until_ready(),
+                policies.wait_until_ready()
+            );
+            status.not_ready("caches", None);
+        }
+    };
     let cri_paths: Vec<PathBuf> = if args.cri_sockets.is_empty() {
         DEFAULT_CRI_SOCKETS
             .iter()
@@ -388,7 +540,11 @@ async fn start_cluster_sink(
     };
     let sink = ClusterSink::new(enricher, writer, metrics, node.to_string());
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
-    let task = tokio::spawn(run_sink(rx, sink, shutdown, Duration::from_secs(5)));
+    let alive = status.task("finding writer");
+    let task = tokio::spawn(async move {
+        let _alive = alive;
+        run_sink(rx, sink, synced, shutdown, Duration::from_secs(5)).await
+    });
     tracing::info!(node, "cluster mode: writing DockerAbuseFinding objects");
     Ok((tx, task, policies))
 }
@@ -396,6 +552,7 @@ async fn start_cluster_sink(
 fn spawn_reflector<K>(
     api: kube::Api<K>,
     config: kube::runtime::watcher::Config,
+    alive: server::TaskGuard,
 ) -> kube::runtime::reflector::Store<K>
 where
     K: kube::Resource
@@ -412,6 +569,7 @@ where
     let (store, writer) = reflector::store();
     let stream = reflector(writer, watcher(api, config).default_backoff()).applied_objects();
     tokio::spawn(async move {
+        let _alive = alive;
         stream
             .for_each(|r| async move {
                 if let Err(e) = r {
@@ -484,7 +642,7 @@ fn follow_policy_sockets(
     }
 }
 
-fn rearm(armer: &Mutex<Armer>, backend: &Mutex<Backend>, metrics: &Metrics) {
+fn rearm(armer: &Mutex<Armer>, backend: &Mutex<Backend>, metrics: &Metrics, status: &Status) {
     let mut armer = armer.lock().unwrap_or_else(|p| p.into_inner());
     let mut backend = backend.lock().unwrap_or_else(|p| p.into_inner());
     for event in armer.refresh(&mut *backend) {
@@ -502,6 +660,12 @@ fn rearm(armer: &Mutex<Armer>, backend: &Mutex<Backend>, metrics: &Metrics) {
         }
     }
     metrics.sockets_armed.set(armer.armed_count() as i64);
+    status.not_ready(
+        "sockets",
+        (armer.armed_count() == 0).then(|| {
+            "no runtime socket found on this node: nothing to watch (sockwarden_probe_sockets_armed is 0)".to_string()
+        }),
+    );
 }
 
 async fn read_events(

@@ -112,6 +112,57 @@ fn sigterm_detaches_and_exits_zero() {
     assert_eq!(our_programs(), 0, "programs left attached after SIGTERM");
 }
 
+#[test]
+fn the_probe_proves_it_sees_and_says_when_it_has_nothing_to_watch() {
+    if !common::environment_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir/docker.sock");
+    let probe = common::Probe::start(
+        &[
+            "--no-default-sockets".into(),
+            "--socket".into(),
+            format!("{}=docker", missing.display()),
+        ],
+        dir.path(),
+    );
+    let (code, body) = common::http_get(&probe.listen, "/readyz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("no runtime socket found on this node"),
+        "{body}"
+    );
+    assert!(!body.contains("self-test"), "the self-test passed: {body}");
+    assert_eq!(common::http_get(&probe.listen, "/healthz").unwrap().0, 200);
+    let (_, metrics) = common::http_get(&probe.listen, "/metrics").unwrap();
+    let last = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sockwarden_probe_self_test_last_success_timestamp_seconds "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        last > 0,
+        "the canary connect came back through the kernel: {metrics}"
+    );
+    assert!(metrics.contains("sockwarden_probe_self_test_failures_total 0"));
+    // The canary is never a finding, and the socket appears: ready.
+    std::fs::create_dir_all(missing.parent().unwrap()).unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(&missing).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while common::http_get(&probe.listen, "/readyz").unwrap().0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never ready:\n{}",
+            probe.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let findings = probe.findings.lock().unwrap().clone();
+    assert!(findings.is_empty(), "{findings:?}");
+    assert!(probe.terminate().success());
+}
+
 /// Loaded eBPF programs named like the probe's connect hook.
 fn our_programs() -> usize {
     aya::programs::loaded_programs()

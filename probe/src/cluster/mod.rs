@@ -441,18 +441,37 @@ pub fn spec_for(
     }
 }
 
-/// Runs the sink until shutdown, then flushes what it can within `drain_for`.
+/// Runs the sink: nothing is judged before `synced` (the pod, namespace and policy caches
+/// have listed once — else the built-in default would apply and exemptions be ignored;
+/// findings wait in the queue meanwhile); then until the reader has handed over its last
+/// batch (the channel closes), or `drain_for` after shutdown; then flushes what it can within
+/// `drain_for`.
 pub async fn run_sink(
     mut rx: mpsc::Receiver<Batch>,
     mut sink: ClusterSink,
+    synced: impl std::future::Future<Output = ()>,
     mut shutdown: watch::Receiver<bool>,
     drain_for: Duration,
 ) {
+    tokio::select! {
+        _ = synced => {}
+        _ = shutdown.changed() => {}
+    }
     let mut tick = tokio::time::interval(TICK);
     let mut scope = tokio::time::interval(SCOPE_EVERY);
+    let mut stop_by: Option<Instant> = None;
     loop {
+        let give_up = async {
+            match stop_by {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            Some(f) = rx.recv() => sink.handle(f).await,
+            f = rx.recv() => match f {
+                Some(f) => sink.handle(f).await,
+                None => break, // the reader is done: everything it read is here
+            },
             _ = tick.tick() => {
                 sink.retry_held().await;
                 sink.writer.flush().await;
@@ -462,11 +481,14 @@ pub async fn run_sink(
                 sink.policies
                     .count_out_of_scope(&sink.enricher.pods, &sink.enricher.namespaces);
             }
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed(), if stop_by.is_none() => {
+                stop_by = Some(Instant::now() + drain_for);
+            }
+            _ = give_up => {
+                tracing::warn!("the reader did not finish within the drain time");
+                break;
+            }
         }
-    }
-    while let Ok(f) = rx.try_recv() {
-        sink.handle(f).await;
     }
     let deadline = Instant::now() + drain_for;
     while sink.writer.pending() > 0 && Instant::now() < deadline {

@@ -319,8 +319,12 @@ impl Probe {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Some((200, _)) = http_get(&probe.listen, "/readyz") {
-                return probe;
+            match http_get(&probe.listen, "/readyz") {
+                Some((200, _)) => return probe,
+                // Up and proven to see, with no socket to watch yet: tests that create their
+                // sockets after the probe starts.
+                Some((503, body)) if body.starts_with("not ready: sockets:") => return probe,
+                _ => {}
             }
             std::thread::sleep(Duration::from_millis(100));
         }
