@@ -136,6 +136,7 @@ async fn bench() {
         proc_root: "/proc".into(),
         sink: ClusterForwarder::new(tx, metrics.clone()),
         proc_cache: HashMap::new(),
+        canary: None,
     };
     // cgroup ids learned as the containers' cgroups were made
     for (i, id) in ids.iter().enumerate() {
