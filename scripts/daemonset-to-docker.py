@@ -35,7 +35,11 @@ if sc.get("readOnlyRootFilesystem"):
 if "runAsUser" in sc:
     opts += ["--user", str(sc["runAsUser"])]
 host_paths = {v["name"]: v["hostPath"]["path"] for v in pod.get("volumes", []) if "hostPath" in v}
+empty_dirs = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
 for m in container.get("volumeMounts", []):
+    if m["name"] in empty_dirs:
+        opts += ["--tmpfs", f"{m['mountPath']}:size=1m,mode=700"]
+        continue
     # mountPropagation (HostToContainer) is left out: Docker refuses it where / is a private
     # mount, as on these test machines; it only matters for mounts made later on the host.
     mode = "ro" if m.get("readOnly") else "rw"

@@ -31,6 +31,12 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 docker logs "$name" 2>&1 | grep -q "watching socket" || { docker logs "$name" >&2; exit 1; }
+# Its self-test (a canary connect its backend must report) passed with the DaemonSet's mounts.
+if docker logs "$name" 2>&1 | grep -q 'self-test'; then
+  echo "[images] the probe's self-test failed with the DaemonSet's pod spec" >&2
+  docker logs "$name" >&2
+  exit 1
+fi
 
 bash scripts/attacker-image.sh sockwarden-smoke:latest
 cid=$(docker run -d --network none -v /var/run/docker.sock:/tmp/innocent.sock \

@@ -182,6 +182,11 @@ pub fn probe_daemonset(settings: &ProbeSettings, owner: Option<&OwnerReference>)
         json!({"name": "btf", "hostPath": {"path": "/sys/kernel/btf", "type": "Directory"}}),
         json!({"name": "tracefs", "hostPath": {"path": "/sys/kernel/tracing", "type": "Directory"}}),
         json!({"name": "bpffs", "hostPath": {"path": "/sys/fs/bpf", "type": "DirectoryOrCreate"}}),
+        // Which LSMs are active, for the start-up log; the choice itself rests on the
+        // self-test (a canary connect the backend must report), not on this file.
+        json!({"name": "securityfs", "hostPath": {"path": "/sys/kernel/security", "type": "Directory"}}),
+        // The canary socket of the self-test (the root file system is read-only).
+        json!({"name": "state", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}),
     ];
     let mut mounts = vec![
         json!({"name": "host-proc", "mountPath": "/host/proc", "readOnly": true}),
@@ -189,6 +194,8 @@ pub fn probe_daemonset(settings: &ProbeSettings, owner: Option<&OwnerReference>)
         json!({"name": "btf", "mountPath": "/sys/kernel/btf", "readOnly": true}),
         json!({"name": "tracefs", "mountPath": "/sys/kernel/tracing"}),
         json!({"name": "bpffs", "mountPath": "/sys/fs/bpf"}),
+        json!({"name": "securityfs", "mountPath": "/sys/kernel/security", "readOnly": true}),
+        json!({"name": "state", "mountPath": "/run/sockwarden-probe"}),
     ];
     // The host's whole `/`, read-only, instead of one mount per socket directory: `/`
     // exists on every node, so no policy socket path can keep the pod from starting (a
@@ -400,11 +407,11 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|v| {
-                (
-                    v["hostPath"]["path"].as_str().unwrap(),
+            .filter_map(|v| {
+                Some((
+                    v["hostPath"]["path"].as_str()?,
                     v["hostPath"]["type"].as_str().unwrap(),
-                )
+                ))
             })
             .collect();
         assert_eq!(
@@ -416,8 +423,27 @@ mod tests {
                 ("/sys/kernel/btf", "Directory"),
                 ("/sys/kernel/tracing", "Directory"),
                 ("/sys/fs/bpf", "DirectoryOrCreate"),
+                ("/sys/kernel/security", "Directory"),
             ]
         );
+        // The self-test's canary lives in memory, on a read-only root file system.
+        let state = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "state")
+            .unwrap();
+        assert_eq!(state["emptyDir"]["medium"], "Memory");
+        assert!(c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "state" && m["mountPath"] == "/run/sockwarden-probe"));
+        assert!(c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "securityfs" && m["readOnly"] == true));
         for (path, _) in &host_paths {
             assert!(
                 !["/run", "/var/run"].iter().any(|d| path.starts_with(d)),

@@ -119,7 +119,13 @@ async fn bench() {
     let sink = ClusterSink::new(enricher, writer, metrics.clone(), "n1".into());
     let (tx, rx) = tokio::sync::mpsc::channel(65_536);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(run_sink(rx, sink, std::future::ready(()), stop_rx, Duration::ZERO));
+    tokio::spawn(run_sink(
+        rx,
+        sink,
+        std::future::ready(()),
+        stop_rx,
+        Duration::ZERO,
+    ));
 
     let mut pipeline = Pipeline {
         armer: Arc::new(Mutex::new(armer)),
