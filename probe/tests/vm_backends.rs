@@ -81,6 +81,7 @@ fn initramfs(dir: &Path) -> PathBuf {
     let vm = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm");
     std::fs::copy(vm.join("init"), root.join("init")).unwrap();
     std::fs::copy(vm.join("scenarios.sh"), root.join("scenarios.sh")).unwrap();
+    std::fs::copy(vm.join("fallback.sh"), root.join("fallback.sh")).unwrap();
     ok(&format!("chmod +x {r}/init"));
     let image = dir.join("initramfs.gz");
     ok(&format!(
@@ -90,8 +91,8 @@ fn initramfs(dir: &Path) -> PathBuf {
     image
 }
 
-#[test]
-fn lsm_and_fentry_backends_in_a_debian_vm() {
+/// Root and the tools, or `None` (skipped with the reason; CI must not skip).
+fn vm_ready() -> Option<(PathBuf, tempfile::TempDir, PathBuf)> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     let missing: Vec<&str> = [
         "qemu-system-x86_64",
@@ -108,12 +109,17 @@ fn lsm_and_fentry_backends_in_a_debian_vm() {
         let why = format!("needs root and {missing:?} (run scripts/setup.sh)");
         assert!(!ci, "CI must run the VM test, but it {why}");
         eprintln!("SKIPPED: {why}");
-        return;
+        return None;
     }
     let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vm");
     let vmlinuz = kernel(&cache);
     let work = tempfile::tempdir().unwrap();
     let image = initramfs(work.path());
+    Some((vmlinuz, work, image))
+}
+
+/// Boots the VM with `append` on the kernel command line; its serial console.
+fn boot(vmlinuz: &Path, image: &Path, append: &str) -> String {
     let started = std::time::Instant::now();
     let out = Command::new("timeout")
         .arg("900")
@@ -131,19 +137,77 @@ fn lsm_and_fentry_backends_in_a_debian_vm() {
             "-no-reboot",
         ])
         .arg("-kernel")
-        .arg(&vmlinuz)
+        .arg(vmlinuz)
         .arg("-initrd")
-        .arg(&image)
-        .args([
-            "-append",
-            "console=ttyS0 lsm=lockdown,capability,bpf panic=-1 quiet",
-        ])
+        .arg(image)
+        .args(["-append", append])
         .output()
         .unwrap();
-    let console = String::from_utf8_lossy(&out.stdout).into_owned();
     println!(
-        "VM ran for {:.0?}",
+        "VM ({append}) ran for {:.0?}",
         started.elapsed().max(Duration::from_millis(1))
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Each expected `SWTEST` line is on the console.
+fn assert_all(console: &str, expected: &[String]) {
+    let failures: Vec<&String> = expected
+        .iter()
+        .filter(|e| !console.lines().any(|l| l.trim() == e.as_str()))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "missing or failed: {failures:?}\n{}",
+        console
+            .lines()
+            .filter(|l| l.starts_with("SW"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn with_bpf_lsm_built_but_inactive_auto_falls_back_and_still_reports() {
+    let Some((vmlinuz, _work, image)) = vm_ready() else {
+        return;
+    };
+    let console = boot(
+        &vmlinuz,
+        &image,
+        "console=ttyS0 lsm=lockdown,capability sw_mode=fallback panic=-1 quiet",
+    );
+    for line in console.lines().filter(|l| l.contains("SW")) {
+        println!("{line}");
+    }
+    assert!(
+        console.contains("SWDONE"),
+        "the VM did not finish:\n{console}"
+    );
+    assert!(
+        console.contains("lsm=securityfs-absent"),
+        "securityfs must be out of the probe's view"
+    );
+    assert_all(
+        &console,
+        &[
+            "SWTEST auto not-lsm PASS".into(),
+            "SWTEST auto finding PASS".into(),
+            "SWTEST auto ready PASS".into(),
+            "SWTEST lsm-forced not-ready PASS".into(),
+        ],
+    );
+}
+
+#[test]
+fn lsm_and_fentry_backends_in_a_debian_vm() {
+    let Some((vmlinuz, _work, image)) = vm_ready() else {
+        return;
+    };
+    let console = boot(
+        &vmlinuz,
+        &image,
+        "console=ttyS0 lsm=lockdown,capability,bpf panic=-1 quiet",
     );
     for line in console.lines().filter(|l| l.contains("SW")) {
         println!("{line}");
@@ -178,19 +242,7 @@ fn lsm_and_fentry_backends_in_a_debian_vm() {
     }
     expected.push("SWTEST fentry fmod-ret-loads PASS".into());
     expected.push("SWTEST auto chooses-lsm PASS".into());
-    let failures: Vec<&String> = expected
-        .iter()
-        .filter(|e| !console.lines().any(|l| l.trim() == e.as_str()))
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "missing or failed: {failures:?}\n{}",
-        console
-            .lines()
-            .filter(|l| l.starts_with("SW"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_all(&console, &expected);
 
     // What each hook costs per run, from the kernel's BPF statistics, against the syscall's
     // own time measured in the same run.

@@ -1,0 +1,65 @@
+# Booted with lsm=lockdown,capability: BPF LSM is built into the kernel but not active, so
+# LSM programs load and attach and never run; securityfs is not mounted, as in most pods.
+# The probe must not end on lsm: its self-test (a canary connect its backend must report)
+# fails there, and auto moves on. A container-style connect must still be reported.
+CID=4c1f0e2d3b4a59687766554433221100ffeeddccbbaa99887766554433221100
+PORT=9464
+result() { echo "SWTEST $1 $2 $3"; }
+wait_for() { # file pattern seconds
+  i=0
+  while [ $i -lt $(( $3 * 10 )) ]; do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1; i=$((i + 1))
+  done
+  return 1
+}
+in_container() {
+  sh -c "echo \$\$ > /sys/fs/cgroup/docker/$CID/cgroup.procs && exec unshare -m -p -f sh -c '$1'"
+}
+mkdir -p /sys/fs/cgroup/docker/$CID
+/bin/swclient serve /run/docker.sock >/dev/null &
+sleep 0.5
+
+/bin/sockwarden-probe run --no-default-sockets --socket /run/docker.sock=docker \
+  --format json --listen 127.0.0.1:$PORT >/tmp/findings.json 2>/tmp/probe.log &
+PROBE=$!
+if wait_for /tmp/probe.log "watching socket" 180; then
+  chosen=$(grep "backend chosen" /tmp/probe.log | tr '\n' ' ')
+  echo "SWINFO chosen: $chosen"
+  if echo "$chosen" | grep -q "backend=lsm"; then
+    result auto not-lsm "FAIL auto ended on lsm: $chosen"
+  elif echo "$chosen" | grep -q "lsm unavailable: the lsm programs attached but a test connect"; then
+    result auto not-lsm PASS
+  else
+    result auto not-lsm "FAIL lsm was not refused for its self-test: $chosen"
+  fi
+  in_container "/bin/swclient connect /run/docker.sock" >/dev/null
+  if wait_for /tmp/findings.json "\"id\":\"$CID\"" 30; then
+    result auto finding PASS
+  else
+    result auto finding "FAIL no finding: $(tail -c 400 /tmp/probe.log | tr '\n' ' ')"
+  fi
+  wget -q -O /tmp/ready "http://127.0.0.1:$PORT/readyz" && result auto ready PASS \
+    || result auto ready "FAIL $(wget -q -O - http://127.0.0.1:$PORT/readyz 2>&1)"
+else
+  result auto not-lsm "FAIL the probe did not start: $(tail -c 600 /tmp/probe.log | tr '\n' ' ')"
+fi
+kill $PROBE; wait $PROBE 2>/dev/null
+
+# Forced lsm: it loads and attaches, then says it is blind instead of looking healthy.
+/bin/sockwarden-probe run --backend lsm --no-default-sockets --socket /run/docker.sock=docker \
+  --format json --listen 127.0.0.1:$PORT >/tmp/findings.json 2>/tmp/probe.log &
+PROBE=$!
+if wait_for /tmp/probe.log "watching socket" 180; then
+  sleep 1
+  body=$(wget -q -O - "http://127.0.0.1:$PORT/readyz" 2>&1; true)
+  code=$(wget -S -O /dev/null "http://127.0.0.1:$PORT/readyz" 2>&1 | grep -o "HTTP/1.1 [0-9]*" | tail -n1)
+  if echo "$code" | grep -q 503 && grep -q "self-test" /tmp/probe.log; then
+    result lsm-forced not-ready PASS
+  else
+    result lsm-forced not-ready "FAIL readyz: $code $body"
+  fi
+else
+  result lsm-forced not-ready "FAIL the probe did not start: $(tail -c 600 /tmp/probe.log | tr '\n' ' ')"
+fi
+kill $PROBE; wait $PROBE 2>/dev/null
