@@ -117,12 +117,6 @@ pub struct KernelOffsets {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProbeConfig {
-    /// Mount namespace inum of the host (pid 1 of the host).
-    pub host_mnt_ns: u32,
-    /// PID namespace inum of the host.
-    pub host_pid_ns: u32,
-    /// 1: report host processes too (`--include-host`).
-    pub include_host: u32,
     /// The architecture's `connect` syscall number (x86-64: 42).
     pub connect_syscall_nr: u32,
     /// `open` (x86-64: 2; none elsewhere: u32::MAX), `openat` (257) and `openat2` (437).
@@ -133,7 +127,7 @@ pub struct ProbeConfig {
 
 /// Index of the ring-buffer reservation failure counter in the `COUNTERS` per-CPU array.
 pub const COUNTER_RINGBUF_DROPS: u32 = 0;
-/// Index of the counter of matched events (before the host filter).
+/// Index of the counter of touches of a watched socket seen in the kernel.
 pub const COUNTER_MATCHED: u32 = 1;
 pub const COUNTERS_LEN: u32 = 2;
 

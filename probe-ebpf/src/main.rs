@@ -71,9 +71,6 @@ static OFFSETS: KernelOffsets = KernelOffsets {
 
 #[no_mangle]
 static CONFIG: ProbeConfig = ProbeConfig {
-    host_mnt_ns: 0,
-    host_pid_ns: 0,
-    include_host: 0,
     connect_syscall_nr: 0,
     open_syscall_nr: 0,
     openat_syscall_nr: 0,
@@ -133,15 +130,6 @@ fn namespaces(task: u64) -> Option<(u32, u32)> {
     let mnt: u32 = read(mnt_ns, rodata!(OFFSETS.mnt_ns_inum))?;
     let pid: u32 = read(pid_ns, rodata!(OFFSETS.pid_ns_inum))?;
     Some((mnt, pid))
-}
-
-/// False for host processes unless `--include-host`: they are not findings, and skipping them
-/// here keeps the daemon's own tooling off the ring buffer.
-#[inline(always)]
-fn wanted(mnt_ns: u32, pid_ns: u32) -> bool {
-    rodata!(CONFIG.include_host) != 0
-        || mnt_ns != rodata!(CONFIG.host_mnt_ns)
-        || pid_ns != rodata!(CONFIG.host_pid_ns)
 }
 
 /// Writes the caller's identity into a reserved event.
@@ -241,15 +229,14 @@ fn report_connect_to(sk: u64) -> Option<()> {
     emit(kind::CONNECT, dev, ino, 0)
 }
 
-/// Emits an event for the current task, unless it is a host process and host processes are
-/// not wanted.
+/// Emits an event for the current task. No host filter here: whether the caller is in a
+/// container is decided in user space by its cgroup first, and a container process may have
+/// joined the host's namespaces (hostPID + nsenter). Only touches of watched sockets get
+/// here, so host traffic on the ring buffer is bounded by connects to runtime sockets.
 #[inline(always)]
 fn emit(kind: u32, dev: u64, ino: u64, flags: u32) -> Option<()> {
     let task = unsafe { bpf_get_current_task() };
     let (mnt_ns, pid_ns) = namespaces(task)?;
-    if !wanted(mnt_ns, pid_ns) {
-        return None;
-    }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         bump(COUNTER_RINGBUF_DROPS);
         return None;
@@ -381,13 +368,8 @@ fn stash_open(filename: u64, flags: u32, dirfd: i32) -> u32 {
     if flags & O_ACCMODE == 0 {
         return 0; // read-only: not TRC-1019's write intent
     }
-    let task = unsafe { bpf_get_current_task() };
-    let Some((mnt_ns, pid_ns)) = namespaces(task) else {
-        return 0;
-    };
-    if !wanted(mnt_ns, pid_ns) {
-        return 0;
-    }
+    // Host processes too: a container process in the host's namespaces is known only by its
+    // cgroup, which user space judges (see `emit`).
     let tid = bpf_get_current_pid_tgid() as u32;
     let pending = PendingOpen {
         filename,

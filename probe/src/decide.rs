@@ -29,9 +29,11 @@ pub enum Origin {
     Host,
 }
 
-/// A process is in a container when its cgroup names one, or when it runs in a PID namespace
-/// other than the host's. A host service with only a private mount namespace (systemd's
-/// `PrivateTmp=`) is a host process.
+/// The cgroup decides first: a process in a container's cgroup is in that container whatever
+/// namespaces it joined (a hostPID container that `nsenter`s the host's mount and PID
+/// namespaces is still that container). Without a container cgroup, a PID namespace other
+/// than the host's still makes it containerised. A host service with only a private mount
+/// namespace (systemd's `PrivateTmp=`) is a host process.
 pub fn classify(ev: &SocketEvent, cgroup_path: Option<&str>, host_pid_ns: u32) -> Origin {
     match cgroup_path.and_then(parse_cgroup_path) {
         Some(container) => Origin::Container(container),
@@ -58,15 +60,18 @@ impl Decider {
         socket: &ArmedSocket,
         identity: Identity,
         cgroup_path: Option<String>,
-        details: ProcDetails,
+        details: impl FnOnce() -> ProcDetails,
     ) -> Option<Finding> {
         if self.own_pid == Some(ev.pid) {
             return None;
         }
         let origin = classify(ev, cgroup_path.as_deref(), self.host_pid_ns);
+        // The kernel hands over host processes too (see `classify`): they stop here, before
+        // `/proc` is read for them.
         if origin == Origin::Host && !self.include_host {
             return None;
         }
+        let details = details();
         let (container, pod) = match origin {
             Origin::Container(c) => (
                 Some(ContainerInfo {
@@ -188,7 +193,7 @@ mod tests {
                 &socket(),
                 Identity::Inode,
                 Some(path),
-                no_details(),
+                no_details,
             )
             .expect("a container process is a finding");
         let c = f.container.unwrap();
@@ -209,7 +214,7 @@ mod tests {
                 &socket(),
                 Identity::Inode,
                 host_cgroup.clone(),
-                no_details()
+                no_details
             )
             .is_none());
         let f = decider(true)
@@ -218,10 +223,38 @@ mod tests {
                 &socket(),
                 Identity::Inode,
                 host_cgroup,
-                no_details(),
+                no_details,
             )
             .unwrap();
         assert!(f.container.is_none());
+    }
+
+    #[test]
+    fn container_cgroup_wins_over_the_hosts_namespaces() {
+        let id = "d".repeat(64);
+        let f = decider(false)
+            .decide(
+                &event(HOST_PID_NS),
+                &socket(),
+                Identity::Inode,
+                Some(format!("/docker/{id}")),
+                no_details,
+            )
+            .expect("a container process that joined the host's namespaces is reported");
+        assert_eq!(f.container.unwrap().id.as_deref(), Some(id.as_str()));
+        assert_eq!(f.namespaces.pid, HOST_PID_NS);
+    }
+
+    #[test]
+    fn host_processes_cost_no_proc_reads() {
+        let dropped = decider(false).decide(
+            &event(HOST_PID_NS),
+            &socket(),
+            Identity::Inode,
+            Some("/system.slice/containerd.service".into()),
+            || panic!("/proc must not be read for a host process that is not reported"),
+        );
+        assert!(dropped.is_none());
     }
 
     #[test]
@@ -232,7 +265,7 @@ mod tests {
                 &socket(),
                 Identity::Inode,
                 Some("/user.slice".into()),
-                no_details(),
+                no_details,
             )
             .expect("a process in its own PID namespace is not a host process");
         assert_eq!(f.container.unwrap().id, None);

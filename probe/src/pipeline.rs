@@ -165,11 +165,15 @@ impl<S: FindingSink> Pipeline<S> {
             .with_label_values(&[ev.operation.as_str(), &socket.runtime])
             .inc();
         let cgroup_path = self.cgroups.path_of(ev.cgroup_id, ev.pid);
-        let details = self.proc_details(ev.pid);
-        let Some(finding) = self
-            .decider
-            .decide(&ev, &socket, identity, cgroup_path, details)
-        else {
+        let Self {
+            decider,
+            proc_cache,
+            proc_root,
+            ..
+        } = self;
+        let Some(finding) = decider.decide(&ev, &socket, identity, cgroup_path, || {
+            proc_details(proc_cache, proc_root, ev.pid)
+        }) else {
             return false;
         };
         if ev.ktime_ns > 0 {
@@ -180,27 +184,30 @@ impl<S: FindingSink> Pipeline<S> {
         true
     }
 
-    /// `/proc` details, reused for a process's events within a short window (a flood from
-    /// one process must not cost two file reads per event).
-    fn proc_details(&mut self, pid: u32) -> ProcDetails {
-        let now = Instant::now();
-        if let Some((at, details)) = self.proc_cache.get(&pid) {
-            if now.duration_since(*at) < PROC_CACHE_TTL {
-                return details.clone();
-            }
-        }
-        let details = procinfo::read(&self.proc_root, pid);
-        if self.proc_cache.len() >= PROC_CACHE_MAX {
-            self.proc_cache
-                .retain(|_, (at, _)| now.duration_since(*at) < PROC_CACHE_TTL);
-        }
-        self.proc_cache.insert(pid, (now, details.clone()));
-        details
-    }
-
     pub fn flush(&mut self) {
         self.sink.flush();
     }
+}
+
+/// `/proc` details, reused for a process's events within a short window (a flood from one
+/// process must not cost two file reads per event).
+fn proc_details(
+    cache: &mut HashMap<u32, (Instant, ProcDetails)>,
+    proc_root: &std::path::Path,
+    pid: u32,
+) -> ProcDetails {
+    let now = Instant::now();
+    if let Some((at, details)) = cache.get(&pid) {
+        if now.duration_since(*at) < PROC_CACHE_TTL {
+            return details.clone();
+        }
+    }
+    let details = procinfo::read(proc_root, pid);
+    if cache.len() >= PROC_CACHE_MAX {
+        cache.retain(|_, (at, _)| now.duration_since(*at) < PROC_CACHE_TTL);
+    }
+    cache.insert(pid, (now, details.clone()));
+    details
 }
 
 #[cfg(test)]

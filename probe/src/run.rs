@@ -138,9 +138,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let options = backend::LoadOptions {
         offsets,
         config: probe_common::ProbeConfig {
-            host_mnt_ns,
-            host_pid_ns,
-            include_host: args.include_host as u32,
             connect_syscall_nr: syscalls.0,
             open_syscall_nr: syscalls.1,
             openat_syscall_nr: syscalls.2,

@@ -257,6 +257,61 @@ fn host_process_is_not_a_finding() {
     assert!(host.is_empty(), "host process reported: {host:#?}");
 }
 
+/// A hostPID container that joins the host's mount namespace (that of dockerd) has the host's
+/// namespaces, but its cgroup is still the container's: that decides, it is reported.
+#[test]
+fn container_that_joined_the_hosts_namespaces_is_still_that_container() {
+    fixture_or_skip!(guard, f);
+    let dockerd_pid = std::fs::read_to_string(f.dir.join("dockerd.pid")).unwrap();
+    // After setns the command runs in the host's file system: the host's client and the
+    // daemon's own socket path, no mount of it into the container.
+    let client = f.dir.join("rootfs/swclient");
+    let sock = f.docker.sock.to_str().unwrap();
+    let (id, out) = f.docker.run(
+        &[
+            "--pid",
+            "host",
+            "--cap-add",
+            "SYS_ADMIN",
+            "--cap-add",
+            "SYS_PTRACE",
+            "--security-opt",
+            "apparmor=unconfined",
+            "--security-opt",
+            "seccomp=unconfined",
+        ],
+        &[
+            "/bin/busybox",
+            "nsenter",
+            "-t",
+            dockerd_pid.trim(),
+            "-m",
+            "-p",
+            client.to_str().unwrap(),
+            "connect",
+            sock,
+        ],
+    );
+    assert!(
+        out.contains("200 OK"),
+        "the attack itself must reach the daemon from the host's namespaces: {out}"
+    );
+    let v = finding_for(f, &id, &out);
+    assert_eq!(v["container"]["id"], id.as_str());
+    assert_eq!(v["container"]["runtime"], "docker");
+    assert_eq!(v["requestedPath"], sock);
+    assert!(v["cgroup"]["path"].as_str().unwrap().contains(&id));
+    // It really ran in the host's namespaces: the same ones as this test.
+    let own_ns = |ns: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/self/ns/{ns}"))
+            .unwrap()
+            .ino()
+    };
+    assert_eq!(v["namespaces"]["mnt"], own_ns("mnt"), "{v}");
+    assert_eq!(v["namespaces"]["pid"], own_ns("pid"), "{v}");
+}
+
 #[test]
 fn containerd_socket_connect_is_caught() {
     fixture_or_skip!(guard, f);

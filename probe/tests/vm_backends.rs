@@ -232,6 +232,8 @@ fn lsm_and_fentry_backends_in_a_debian_vm() {
             "direct-path",
             "bind-mount-alias",
             "symlink",
+            "host-namespaces-connect",
+            "host-namespaces-open",
             "open-write-intent",
             "proc-root-alias",
             "decoy",

@@ -14,6 +14,12 @@ wait_for() { # file pattern seconds
   return 1
 }
 
+# Runs a command in the container's cgroup but in the host's namespaces, as a hostPID
+# container that nsenter'd the host's mount and PID namespaces.
+in_container_cgroup_only() {
+  sh -c "echo \$\$ > /sys/fs/cgroup/docker/$CID/cgroup.procs && exec $1"
+}
+
 # Runs a command "in a container": own cgroup, mount namespace and PID namespace.
 in_container() {
   sh -c "echo \$\$ > /sys/fs/cgroup/docker/$CID/cgroup.procs && exec unshare -m -p -f sh -c '$1'"
@@ -67,6 +73,12 @@ for backend in lsm fentry; do
   expect_finding $backend bind-mount-alias /tmp/b/innocent.sock connect
   in_container "ln -s /run/docker.sock /tmp/link-$backend.sock && /bin/swclient connect /tmp/link-$backend.sock" >/dev/null
   expect_finding $backend symlink /tmp/link-$backend.sock connect
+  ln -s /run/docker.sock /tmp/hostns-$backend.sock
+  in_container_cgroup_only "/bin/swclient connect /tmp/hostns-$backend.sock" >/dev/null
+  expect_finding $backend host-namespaces-connect /tmp/hostns-$backend.sock connect
+  ln -s /run/docker.sock /tmp/hostns-open-$backend.sock
+  in_container_cgroup_only "/bin/swclient open /tmp/hostns-open-$backend.sock" >/dev/null
+  expect_finding $backend host-namespaces-open /tmp/hostns-open-$backend.sock open
   in_container "/bin/swclient open /run/docker.sock" >/dev/null
   expect_finding $backend open-write-intent /run/docker.sock open
   in_container "mkdir -p /tmp/decoy-$backend && /bin/swclient decoy /tmp/decoy-$backend/docker.sock" >/dev/null
