@@ -278,7 +278,7 @@ mod tests {
         let mut own = event(HOST_PID_NS);
         own.pid = OWN_PID;
         let decide = |ev: &SocketEvent| {
-            decider(false).decide(ev, &socket(), Identity::Inode, cgroup.clone(), no_details())
+            decider(false).decide(ev, &socket(), Identity::Inode, cgroup.clone(), no_details)
         };
         assert!(decide(&own).is_none());
         let mut other = own.clone();
