@@ -158,7 +158,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if kind != BackendKind::Tracepoint && args.detect_open {
         tracing::info!("--detect-open is implied: the {kind} backend sees opens at no extra cost");
     }
-    let ring = backend.ring_buffer()?;
+    let rings = backend.rings()?;
     tracing::info!(backend = %kind, "eBPF programs attached");
 
     let metrics = Arc::new(Metrics::new()?);
@@ -220,9 +220,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     follow_policy_sockets(&mut policy_sockets, policies, &armer);
                 }
                 rearm(&armer, &backend, &metrics);
-                let (stats, drops) = {
+                let (stats, counts) = {
                     let backend = backend.lock().unwrap_or_else(|p| p.into_inner());
-                    (backend.program_stats(), backend.ringbuf_drops())
+                    (backend.program_stats(), backend.kernel_counts())
                 };
                 for (program, runs, time) in stats {
                     metrics
@@ -234,13 +234,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         .with_label_values(&[&program])
                         .set(time.as_secs_f64());
                 }
-                let seen = metrics.ringbuf_drops.get();
-                if drops > seen {
-                    tracing::warn!(
-                        lost = drops - seen,
-                        "kernel ring buffer was full: events lost"
-                    );
-                    metrics.ringbuf_drops.inc_by(drops - seen);
+                let lost = metrics.record_kernel_counts(counts);
+                if lost > 0 {
+                    tracing::warn!(lost, "a kernel ring buffer was full: events lost");
                 }
             }
         })
@@ -290,7 +286,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         sink,
         proc_cache: Default::default(),
     };
-    let reader = tokio::spawn(read_events(ring, pipeline, shutdown_rx));
+    let reader = tokio::spawn(read_events(rings, pipeline, shutdown_rx));
 
     wait_for_signal().await?;
     tracing::info!("shutting down: draining events and detaching programs");
@@ -491,33 +487,75 @@ fn rearm(armer: &Mutex<Armer>, backend: &Mutex<Backend>, metrics: &Metrics) {
     metrics.sockets_armed.set(armer.armed_count() as i64);
 }
 
+/// Reads both rings until stopped, then drains them. Connects are read first whenever both
+/// are ready and each turn takes at most [`DRAIN_BATCH`] records, so a flood on the other
+/// ring delays them by at most one batch.
 async fn read_events(
-    ring: RingBuf<MapData>,
+    rings: backend::Rings,
     mut pipeline: Pipeline<Box<dyn FindingSink + Send>>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    // SAFETY: the ring buffer owns its fd and outlives this registration (both end here).
-    let mut fd = unsafe { AsyncFd::register(ring) }
-        .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+    let register = |ring| {
+        // SAFETY: the ring buffer owns its fd and outlives this registration (both end here).
+        unsafe { AsyncFd::register(ring) }
+            .map_err(|e| anyhow::anyhow!("polling a ring buffer: {e}"))
+    };
+    let mut connects = register(rings.connects)?;
+    let mut events = register(rings.events)?;
     loop {
         tokio::select! {
-            guard = fd.readable_mut() => {
+            biased;
+            guard = connects.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut pipeline);
-                guard.clear_ready();
+                // Left ready while records remain: the kernel wakes us again only once we
+                // have caught up.
+                if drain(guard.get_inner_mut(), &mut pipeline) {
+                    guard.clear_ready();
+                }
+            }
+            guard = events.readable_mut() => {
+                let mut guard = guard?;
+                // Left ready while records remain: the kernel wakes us again only once we
+                // have caught up.
+                if drain(guard.get_inner_mut(), &mut pipeline) {
+                    guard.clear_ready();
+                }
             }
             _ = stop.changed() => break,
         }
     }
-    drain(fd.get_mut(), &mut pipeline);
+    // What is queued now; a flood that goes on is not waited for.
+    for ring in [connects.get_mut(), events.get_mut()] {
+        for _ in 0..FINAL_DRAIN_BATCHES {
+            if drain(ring, &mut pipeline) {
+                break;
+            }
+        }
+    }
     Ok(())
 }
 
-fn drain<S: FindingSink>(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline<S>) {
-    while let Some(item) = ring.next() {
-        pipeline.handle(&item);
+/// Most records taken from one ring in one turn.
+const DRAIN_BATCH: usize = 4096;
+/// At shutdown, more than a full ring's worth of batches.
+const FINAL_DRAIN_BATCHES: usize = 8;
+
+/// Handles up to [`DRAIN_BATCH`] records; true when the ring is empty.
+fn drain<S: FindingSink>(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline<S>) -> bool {
+    let mut emptied = false;
+    for _ in 0..DRAIN_BATCH {
+        match ring.next() {
+            Some(item) => {
+                pipeline.handle(&item);
+            }
+            None => {
+                emptied = true;
+                break;
+            }
+        }
     }
     pipeline.flush();
+    emptied
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
