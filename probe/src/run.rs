@@ -487,9 +487,11 @@ fn rearm(armer: &Mutex<Armer>, backend: &Mutex<Backend>, metrics: &Metrics) {
     metrics.sockets_armed.set(armer.armed_count() as i64);
 }
 
-/// Reads both rings until stopped, then drains them. Connects are read first whenever both
-/// are ready and each turn takes at most [`DRAIN_BATCH`] records, so a flood on the other
-/// ring delays them by at most one batch.
+/// Reads both rings until stopped, then drains them. Each turn takes at most [`DRAIN_BATCH`]
+/// records from a ring, so a flood on the events ring delays connects by at most one batch.
+/// Before connects, the events ring gets its turn: a container's `cgroup_mkdir` was queued
+/// before its first connect, and attributing that connect needs it (the container may be
+/// gone by now).
 async fn read_events(
     rings: backend::Rings,
     mut pipeline: Pipeline<Box<dyn FindingSink + Send>>,
@@ -507,6 +509,7 @@ async fn read_events(
             biased;
             guard = connects.readable_mut() => {
                 let mut guard = guard?;
+                drain(events.get_mut(), &mut pipeline);
                 // Left ready while records remain: the kernel wakes us again only once we
                 // have caught up.
                 if drain(guard.get_inner_mut(), &mut pipeline) {
@@ -525,7 +528,7 @@ async fn read_events(
         }
     }
     // What is queued now; a flood that goes on is not waited for.
-    for ring in [connects.get_mut(), events.get_mut()] {
+    for ring in [events.get_mut(), connects.get_mut()] {
         for _ in 0..FINAL_DRAIN_BATCHES {
             if drain(ring, &mut pipeline) {
                 break;
