@@ -57,12 +57,14 @@ pub struct Event {
     pub path: [u8; PATH_LEN],
 }
 
-/// Value of the watched-socket map, keyed by the socket file's inode number.
+/// Key of the watched-socket map: the socket file's identity. Inode numbers repeat across
+/// file systems, so the device is part of the key.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WatchedSocket {
-    /// Kernel-encoded device (`major << 20 | minor`) holding the socket file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WatchedKey {
+    /// Kernel-encoded device (`major << 20 | minor`, the kernel's `dev_t`, not `st_dev`).
     pub dev: u64,
+    pub ino: u64,
 }
 
 /// Byte offsets of the kernel struct members the programs read, resolved from the running
@@ -125,16 +127,57 @@ pub struct ProbeConfig {
     pub openat2_syscall_nr: u32,
 }
 
-/// Index of the ring-buffer reservation failure counter in the `COUNTERS` per-CPU array.
+/// Byte offsets of the tracepoint record fields the programs read, taken from the kernel's
+/// tracefs `format` files at start (a record layout is not a stable ABI). 0 where a
+/// tracepoint is not used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordFields {
+    /// `sock:sk_data_ready`: `skaddr`, `family`.
+    pub data_ready_sk: u32,
+    pub data_ready_family: u32,
+    /// `syscalls:sys_enter_openat`: `dfd`, `filename`, `flags`.
+    pub openat_dfd: u32,
+    pub openat_filename: u32,
+    pub openat_flags: u32,
+    /// `syscalls:sys_enter_open`: `filename`, `flags`.
+    pub open_filename: u32,
+    pub open_flags: u32,
+    /// `syscalls:sys_enter_openat2`: `dfd`, `filename`, `how`.
+    pub openat2_dfd: u32,
+    pub openat2_filename: u32,
+    pub openat2_how: u32,
+    /// `ret` of `syscalls:sys_exit_openat`, `sys_exit_open`, `sys_exit_openat2`.
+    pub exit_openat_ret: u32,
+    pub exit_open_ret: u32,
+    pub exit_openat2_ret: u32,
+    /// `cgroup:cgroup_mkdir`: `root`, `id`, `path` (a `__data_loc`).
+    pub mkdir_root: u32,
+    pub mkdir_id: u32,
+    pub mkdir_path: u32,
+}
+
+/// Per cgroup, opens that fail with ENXIO are queued at most at this sustained rate, after
+/// a burst of [`OPEN_BURST`]: one container's flood cannot crowd out the others' opens.
+pub const OPEN_RATE_PER_SEC: u64 = 100;
+pub const OPEN_BURST: u64 = 200;
+
+// Indexes into the `COUNTERS` per-CPU array.
+/// Reservation failures on the `EVENTS` ring (opens, cgroup events).
 pub const COUNTER_RINGBUF_DROPS: u32 = 0;
-/// Index of the counter of touches of a watched socket seen in the kernel.
+/// Touches of a watched socket seen in the kernel.
 pub const COUNTER_MATCHED: u32 = 1;
-pub const COUNTERS_LEN: u32 = 2;
+/// Reservation failures on the `CONNECTS` ring.
+pub const COUNTER_CONNECT_RINGBUF_DROPS: u32 = 2;
+/// ENXIO opens not queued because their cgroup exceeded its rate.
+pub const COUNTER_OPENS_LIMITED: u32 = 3;
+pub const COUNTERS_LEN: u32 = 4;
 
 #[cfg(feature = "user")]
 mod pod_impls {
     // SAFETY: plain-old-data, `#[repr(C)]`, every bit pattern valid.
-    unsafe impl aya::Pod for super::WatchedSocket {}
+    unsafe impl aya::Pod for super::WatchedKey {}
+    unsafe impl aya::Pod for super::RecordFields {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::ProbeConfig {}
 }

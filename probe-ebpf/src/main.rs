@@ -5,6 +5,10 @@
 //! - `sk_data_ready` (tracepoint `sock:sk_data_ready`): a connect to a listening AF_UNIX socket
 //!   wakes the listener in the connecting task's context. If the listener's bound inode is
 //!   watched, we emit a CONNECT event with the caller's identity and the path it passed.
+//!
+//! Connects have a ring buffer of their own (`CONNECTS`): opens and cgroup events share
+//! `EVENTS`, and ENXIO opens are rate-limited per cgroup, so no container can starve another's
+//! connects (or opens) by flooding. Tracepoint record offsets come from tracefs via `FIELDS`.
 //! - `enter_open*`/`exit_open*` (syscall tracepoints, opt-in `--detect-open`): opens with
 //!   write intent that fail with ENXIO (what opening a socket file returns).
 //! - `cgroup_mkdir` (tracepoint `cgroup:cgroup_mkdir`): new cgroup v2 directories, so events
@@ -16,6 +20,7 @@
 
 use core::ptr::{addr_of, addr_of_mut, read_volatile};
 
+use aya_ebpf::maps::ring_buf::RingBufEntry;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
@@ -32,8 +37,9 @@ use aya_ebpf::{
     EbpfContext,
 };
 use probe_common::{
-    kind, Event, KernelOffsets, ProbeConfig, WatchedSocket, COMM_LEN, COUNTERS_LEN,
-    COUNTER_MATCHED, COUNTER_RINGBUF_DROPS, MAX_WATCHED, PATH_LEN,
+    kind, Event, KernelOffsets, ProbeConfig, RecordFields, WatchedKey, COMM_LEN, COUNTERS_LEN,
+    COUNTER_CONNECT_RINGBUF_DROPS, COUNTER_MATCHED, COUNTER_OPENS_LIMITED, COUNTER_RINGBUF_DROPS,
+    MAX_WATCHED, OPEN_BURST, OPEN_RATE_PER_SEC, PATH_LEN,
 };
 
 const AF_UNIX: u16 = 1;
@@ -77,12 +83,47 @@ static CONFIG: ProbeConfig = ProbeConfig {
     openat2_syscall_nr: 0,
 };
 
+/// Filled by the probe at load time from the kernel's tracefs `format` files.
+#[no_mangle]
+static FIELDS: RecordFields = RecordFields {
+    data_ready_sk: 0,
+    data_ready_family: 0,
+    openat_dfd: 0,
+    openat_filename: 0,
+    openat_flags: 0,
+    open_filename: 0,
+    open_flags: 0,
+    openat2_dfd: 0,
+    openat2_filename: 0,
+    openat2_how: 0,
+    exit_openat_ret: 0,
+    exit_open_ret: 0,
+    exit_openat2_ret: 0,
+    mkdir_root: 0,
+    mkdir_id: 0,
+    mkdir_path: 0,
+};
+
+/// Opens and cgroup events.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
-/// Watched socket files: inode -> device. Kept current by the probe (re-armed on restart).
+/// Connects only: nothing else can fill it.
 #[map]
-static WATCHED: HashMap<u64, WatchedSocket> = HashMap::with_max_entries(MAX_WATCHED, 0);
+static CONNECTS: RingBuf = RingBuf::with_byte_size(2 << 20, 0);
+
+/// Watched socket files by (device, inode). Kept current by the probe (re-armed on restart).
+#[map]
+static WATCHED: HashMap<WatchedKey, u32> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Inode numbers in `WATCHED` (value: how many entries have it): one lookup turns away
+/// nearly every unwatched socket before the device is read.
+#[map]
+static WATCHED_INODES: HashMap<u64, u32> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Per cgroup id, the theoretical arrival time (ns) of its next ENXIO open (a GCRA limiter).
+#[map]
+static OPEN_LIMITS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
@@ -187,13 +228,12 @@ pub fn sk_data_ready(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_data_ready(ctx: &TracePointContext) -> Option<()> {
-    let record = ctx.as_ptr() as *const u8;
     // Record fields are read directly (no helper): this is the cost every socket wake-up pays.
-    let family = unsafe { read_volatile(record.add(16) as *const u16) };
+    let family: u16 = field::<u16, 16>(ctx, rodata!(FIELDS.data_ready_family));
     if family != AF_UNIX {
         return None;
     }
-    let sk = unsafe { read_volatile(record.add(8) as *const u64) };
+    let sk: u64 = field::<u64, 8>(ctx, rodata!(FIELDS.data_ready_sk));
     // Only a listening socket is woken by connect(); data wake-ups stop here.
     let state: u8 = read(sk, rodata!(OFFSETS.sock_state))?;
     if state != TCP_LISTEN {
@@ -206,14 +246,16 @@ fn on_data_ready(ctx: &TracePointContext) -> Option<()> {
 #[inline(always)]
 fn watched_inode(inode: u64) -> Option<(u64, u64)> {
     let ino: u64 = read(inode, rodata!(OFFSETS.inode_ino))?;
-    let watched = unsafe { WATCHED.get(&ino) }?;
+    unsafe { WATCHED_INODES.get(&ino) }?;
     let sb: u64 = read(inode, rodata!(OFFSETS.inode_sb))?;
     let dev: u32 = read(sb, rodata!(OFFSETS.sb_dev))?;
-    if dev as u64 != watched.dev {
-        return None;
-    }
+    let key = WatchedKey {
+        dev: dev as u64,
+        ino,
+    };
+    unsafe { WATCHED.get(&key) }?;
     bump(COUNTER_MATCHED);
-    Some((dev as u64, ino))
+    Some((key.dev, ino))
 }
 
 /// A connect to the UNIX socket `sk` (the listener, or the datagram receiver): reported when
@@ -237,10 +279,7 @@ fn report_connect_to(sk: u64) -> Option<()> {
 fn emit(kind: u32, dev: u64, ino: u64, flags: u32) -> Option<()> {
     let task = unsafe { bpf_get_current_task() };
     let (mnt_ns, pid_ns) = namespaces(task)?;
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        bump(COUNTER_RINGBUF_DROPS);
-        return None;
-    };
+    let mut entry = reserve(kind)?;
     let event = entry.as_mut_ptr();
     fill_task(event, kind, task, mnt_ns, pid_ns);
     unsafe {
@@ -251,6 +290,22 @@ fn emit(kind: u32, dev: u64, ino: u64, flags: u32) -> Option<()> {
     requested_path(event, kind == kind::CONNECT);
     entry.submit(0);
     Some(())
+}
+
+/// Room for one event on the ring its kind goes to; a full ring is counted, never silent.
+/// (`kind` is a constant at every call site, so the branch folds away.)
+#[inline(always)]
+fn reserve(kind: u32) -> Option<RingBufEntry<Event>> {
+    let (ring, drops) = if kind == kind::CONNECT {
+        (&CONNECTS, COUNTER_CONNECT_RINGBUF_DROPS)
+    } else {
+        (&EVENTS, COUNTER_RINGBUF_DROPS)
+    };
+    let entry = ring.reserve::<Event>(0);
+    if entry.is_none() {
+        bump(drops);
+    }
+    entry
 }
 
 /// The path the caller passed, read from the syscall's saved registers while it is still
@@ -297,15 +352,13 @@ const S_IFSOCK: u16 = 0o140000;
 fn on_file_open(file: u64) -> Option<()> {
     // `file` is a BTF-typed hook argument: the verifier lets us load its fields directly
     // (fault-safe), without a helper call — this is the cost every open in the system pays.
-    let inode: u64 = unsafe {
-        read_volatile((file as *const u8).add(rodata!(OFFSETS.file_inode) as usize) as *const u64)
-    };
+    let inode_at = rodata!(OFFSETS.file_inode) as usize;
+    let inode: u64 = unsafe { read_volatile((file as *const u8).add(inode_at) as *const u64) };
     if inode == 0 {
         return None;
     }
-    let mode: u16 = unsafe {
-        read_volatile((inode as *const u8).add(rodata!(OFFSETS.inode_mode) as usize) as *const u16)
-    };
+    let mode_at = rodata!(OFFSETS.inode_mode) as usize;
+    let mode: u16 = unsafe { read_volatile((inode as *const u8).add(mode_at) as *const u16) };
     if mode & S_IFMT != S_IFSOCK {
         return None;
     }
@@ -381,23 +434,26 @@ fn stash_open(filename: u64, flags: u32, dirfd: i32) -> u32 {
 }
 
 #[inline(always)]
-fn finish_open(ctx: &TracePointContext) -> u32 {
+fn finish_open(ctx: &TracePointContext, ret_offset: u32) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(pending) = (unsafe { PENDING_OPENS.get(&tid) }).copied() else {
         return 0;
     };
     let _ = PENDING_OPENS.remove(&tid);
-    let ret = unsafe { read_volatile((ctx.as_ptr() as *const u8).add(16) as *const i64) };
+    let ret: i64 = field::<i64, 16>(ctx, ret_offset);
     // Opening a socket file fails with ENXIO: anything else is not a socket.
     if ret != -ENXIO {
+        return 0;
+    }
+    if !open_within_rate() {
+        bump(COUNTER_OPENS_LIMITED);
         return 0;
     }
     let task = unsafe { bpf_get_current_task() };
     let Some((mnt_ns, pid_ns)) = namespaces(task) else {
         return 0;
     };
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        bump(COUNTER_RINGBUF_DROPS);
+    let Some(mut entry) = reserve(kind::OPEN) else {
         return 0;
     };
     let event = entry.as_mut_ptr();
@@ -412,31 +468,68 @@ fn finish_open(ctx: &TracePointContext) -> u32 {
     0
 }
 
+const OPEN_INTERVAL_NS: u64 = 1_000_000_000 / OPEN_RATE_PER_SEC;
+const OPEN_TOLERANCE_NS: u64 = OPEN_INTERVAL_NS * OPEN_BURST;
+
+/// Whether the current cgroup may queue another ENXIO open (GCRA: each open moves the
+/// cgroup's theoretical arrival time one interval on; more than a burst ahead of now is over
+/// the rate). Unsynchronised across CPUs: the bound is approximate, which is all it needs.
 #[inline(always)]
-fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
-    unsafe { read_volatile((ctx.as_ptr() as *const u8).add(offset) as *const T) }
+fn open_within_rate() -> bool {
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    let now = unsafe { bpf_ktime_get_ns() };
+    match OPEN_LIMITS.get_ptr_mut(&cgroup) {
+        Some(tat) => {
+            let next = unsafe { *tat }.max(now);
+            if next - now >= OPEN_TOLERANCE_NS {
+                return false;
+            }
+            unsafe { *tat = next + OPEN_INTERVAL_NS };
+            true
+        }
+        None => {
+            let _ = OPEN_LIMITS.insert(&cgroup, &(now + OPEN_INTERVAL_NS), 0);
+            true
+        }
+    }
+}
+
+/// A tracepoint record field at `offset` (from tracefs). The verifier accepts a direct load
+/// from the record only at a constant offset, so the layout the programs were built against
+/// (`USUAL`, this project's kernels) is read directly, and any other offset the kernel's
+/// format file gives through a helper (correct, ~60 ns slower). `offset` is a frozen
+/// `.rodata` value, so the verifier drops the branch not taken.
+#[inline(always)]
+fn field<T: Copy + Default, const USUAL: usize>(ctx: &TracePointContext, offset: u32) -> T {
+    let record = ctx.as_ptr() as *const u8;
+    if offset as usize == USUAL {
+        unsafe { read_volatile(record.add(USUAL) as *const T) }
+    } else {
+        unsafe { bpf_probe_read_kernel(record.add(offset as usize) as *const T) }
+            .unwrap_or_default()
+    }
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub fn enter_openat(ctx: TracePointContext) -> u32 {
-    let dirfd: i64 = field(&ctx, 16);
-    let filename: u64 = field(&ctx, 24);
-    let flags: i64 = field(&ctx, 32);
+    let dirfd: i64 = field::<i64, 16>(&ctx, rodata!(FIELDS.openat_dfd));
+    let filename: u64 = field::<u64, 24>(&ctx, rodata!(FIELDS.openat_filename));
+    let flags: i64 = field::<i64, 32>(&ctx, rodata!(FIELDS.openat_flags));
     stash_open(filename, flags as u32, dirfd as i32)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
 pub fn enter_open(ctx: TracePointContext) -> u32 {
-    let filename: u64 = field(&ctx, 16);
-    let flags: i64 = field(&ctx, 24);
+    let filename: u64 = field::<u64, 16>(&ctx, rodata!(FIELDS.open_filename));
+    let flags: i64 = field::<i64, 24>(&ctx, rodata!(FIELDS.open_flags));
     stash_open(filename, flags as u32, -100)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
 pub fn enter_openat2(ctx: TracePointContext) -> u32 {
-    let dirfd: i64 = field(&ctx, 16);
-    let filename: u64 = field(&ctx, 24);
-    let how: u64 = field(&ctx, 32);
+    let dirfd: i64 = field::<i64, 16>(&ctx, rodata!(FIELDS.openat2_dfd));
+    let filename: u64 = field::<u64, 24>(&ctx, rodata!(FIELDS.openat2_filename));
+    let how: u64 = field::<u64, 32>(&ctx, rodata!(FIELDS.openat2_how));
     // struct open_how starts with `__u64 flags`.
     let flags: u64 = unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
     stash_open(filename, flags as u32, dirfd as i32)
@@ -444,31 +537,30 @@ pub fn enter_openat2(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_openat")]
 pub fn exit_openat(ctx: TracePointContext) -> u32 {
-    finish_open(&ctx)
+    finish_open(&ctx, rodata!(FIELDS.exit_openat_ret))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_open")]
 pub fn exit_open(ctx: TracePointContext) -> u32 {
-    finish_open(&ctx)
+    finish_open(&ctx, rodata!(FIELDS.exit_open_ret))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
 pub fn exit_openat2(ctx: TracePointContext) -> u32 {
-    finish_open(&ctx)
+    finish_open(&ctx, rodata!(FIELDS.exit_openat2_ret))
 }
 
 // --- attribution: new cgroups ---
 
 #[tracepoint(category = "cgroup", name = "cgroup_mkdir")]
 pub fn cgroup_mkdir(ctx: TracePointContext) -> u32 {
-    let root: i32 = field(&ctx, 8);
+    let root: i32 = field::<i32, 8>(&ctx, rodata!(FIELDS.mkdir_root));
     if root != 0 {
         return 0; // a cgroup v1 hierarchy: ids there are another numbering
     }
-    let id: u64 = field(&ctx, 16);
-    let data_loc: u32 = field(&ctx, 24);
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        bump(COUNTER_RINGBUF_DROPS);
+    let id: u64 = field::<u64, 16>(&ctx, rodata!(FIELDS.mkdir_id));
+    let data_loc: u32 = field::<u32, 24>(&ctx, rodata!(FIELDS.mkdir_path));
+    let Some(mut entry) = reserve(kind::CGROUP_MKDIR) else {
         return 0;
     };
     let event = entry.as_mut_ptr();

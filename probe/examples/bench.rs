@@ -19,6 +19,10 @@ const CONNECTS: usize = 4_000;
 const LATENCY_SAMPLES: usize = 200;
 
 fn probe_bin() -> PathBuf {
+    // Another build to compare with (e.g. one from before a change).
+    if let Some(path) = std::env::var_os("SOCKWARDEN_PROBE") {
+        return path.into();
+    }
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/examples/bench -> target/<profile>/sockwarden-probe
     exe.parent()

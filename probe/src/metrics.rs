@@ -1,4 +1,5 @@
 //! The node probe's Prometheus metrics (prefix `sockwarden_probe_`).
+use crate::backend::KernelCounts;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -9,8 +10,12 @@ pub struct Metrics {
     /// Matched kernel events, by operation and runtime (before the host/container decision).
     pub events: IntCounterVec,
     pub findings: IntCounterVec,
-    /// Ring-buffer reservation failures in the kernel: events lost, never silently.
-    pub ringbuf_drops: IntCounter,
+    /// Ring-buffer reservation failures in the kernel, by ring (`connects`, `events`):
+    /// events lost, never silently.
+    pub ringbuf_drops: IntCounterVec,
+    /// Opens failing with ENXIO the kernel did not queue because their cgroup went over its
+    /// rate (a flood; the connect ring is unaffected either way).
+    pub opens_rate_limited: IntCounter,
     pub decode_errors: IntCounter,
     /// Opens with write intent that failed with ENXIO whose target could not be resolved.
     pub open_unresolved: IntCounter,
@@ -51,6 +56,9 @@ pub struct Metrics {
 /// are counted under `_other` so the series count stays bounded.
 pub const MAX_POD_SERIES: usize = 500;
 
+/// The kernel's ring buffers, as `ring` label values.
+const RINGS: [&str; 2] = ["connects", "events"];
+
 impl Metrics {
     pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new();
@@ -68,10 +76,22 @@ impl Metrics {
             ),
             &["namespace", "pod", "operation", "runtime", "action"],
         )?;
-        let ringbuf_drops = IntCounter::new(
-            "sockwarden_probe_ringbuf_drops_total",
-            "Events lost because the kernel ring buffer was full",
+        let ringbuf_drops = IntCounterVec::new(
+            Opts::new(
+                "sockwarden_probe_ringbuf_drops_total",
+                "Events lost because a kernel ring buffer was full, by ring (connects, events)",
+            ),
+            &["ring"],
         )?;
+        // Both series exist from the start, at 0: "nothing lost" is visible, not absent.
+        for ring in RINGS {
+            let _ = ringbuf_drops.with_label_values(&[ring]);
+        }
+        let opens_rate_limited = IntCounter::new(
+            "sockwarden_probe_opens_rate_limited_total",
+            "Opens failing with ENXIO not queued because their cgroup exceeded its rate",
+        )?;
+        registry.register(Box::new(opens_rate_limited.clone()))?;
         let decode_errors = IntCounter::new(
             "sockwarden_probe_decode_errors_total",
             "Ring-buffer records that could not be decoded",
@@ -185,6 +205,7 @@ impl Metrics {
             events,
             findings,
             ringbuf_drops,
+            opens_rate_limited,
             decode_errors,
             open_unresolved,
             sockets_armed,
@@ -234,6 +255,26 @@ impl Metrics {
             .inc();
     }
 
+    /// Brings the kernel-side counters up to the kernel's totals; returns the events lost
+    /// since the last call (for a log line).
+    pub fn record_kernel_counts(&self, counts: KernelCounts) -> u64 {
+        let mut lost = 0;
+        for (ring, total) in [
+            ("connects", counts.connect_ring_drops),
+            ("events", counts.event_ring_drops),
+        ] {
+            let counter = self.ringbuf_drops.with_label_values(&[ring]);
+            let new = total.saturating_sub(counter.get());
+            counter.inc_by(new);
+            lost += new;
+        }
+        let limited = counts
+            .opens_limited
+            .saturating_sub(self.opens_rate_limited.get());
+        self.opens_rate_limited.inc_by(limited);
+        lost
+    }
+
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
@@ -270,11 +311,25 @@ mod tests {
         let m = Metrics::new().unwrap();
         m.events.with_label_values(&["connect", "docker"]).inc();
         m.count_finding("", "", "connect", "docker", "audit");
-        m.ringbuf_drops.inc_by(3);
+        let lost = m.record_kernel_counts(KernelCounts {
+            connect_ring_drops: 0,
+            event_ring_drops: 3,
+            opens_limited: 7,
+        });
+        assert_eq!(lost, 3);
+        // totals, not increments: the same totals again add nothing
+        let lost = m.record_kernel_counts(KernelCounts {
+            connect_ring_drops: 1,
+            event_ring_drops: 3,
+            opens_limited: 9,
+        });
+        assert_eq!(lost, 1);
         m.backend_info.with_label_values(&["tracepoint"]).set(1);
         let text = m.render();
         assert!(text.contains(r#"sockwarden_probe_findings_total{action="audit",namespace="",operation="connect",pod="",runtime="docker"} 1"#), "{text}");
-        assert!(text.contains("sockwarden_probe_ringbuf_drops_total 3"));
+        assert!(text.contains(r#"sockwarden_probe_ringbuf_drops_total{ring="events"} 3"#));
+        assert!(text.contains(r#"sockwarden_probe_ringbuf_drops_total{ring="connects"} 1"#));
+        assert!(text.contains("sockwarden_probe_opens_rate_limited_total 9"));
         assert!(text.contains(r#"sockwarden_probe_backend_info{backend="tracepoint"} 1"#));
         assert!(text.contains("sockwarden_probe_sockets_armed 0"));
     }

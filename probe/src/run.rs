@@ -155,16 +155,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let forced = args.backend != BackendRequest::Auto;
     // What actually loads and then sees decides, not what the kernel's configuration claims.
-    let ((backend, ring, blind), kind, reason) = backend::select(args.backend, |kind| {
+    let ((backend, rings, blind), kind, reason) = backend::select(args.backend, |kind| {
         let mut backend = Backend::load(kind, &options).map_err(|e| {
             format!("{e:#}")
                 .trim_end_matches([' ', '\n', ':'])
                 .replace(". Verifier output", "")
                 .to_string()
         })?;
-        let mut ring = backend.ring_buffer().map_err(|e| format!("{e:#}"))?;
+        let mut rings = backend.rings().map_err(|e| format!("{e:#}"))?;
         let blind = match &canary {
-            Some(c) if !prove(&mut backend, &mut ring, c) => {
+            Some(c) if !prove(&mut backend, &mut rings.connects, c) => {
                 Some(selftest::blind_reason(kind.as_str()))
             }
             _ => None,
@@ -172,7 +172,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         match blind {
             // A forced backend keeps running, not ready, saying why.
             Some(why) if !forced => Err(why),
-            blind => Ok((backend, ring, blind)),
+            blind => Ok((backend, rings, blind)),
         }
     })
     .map_err(anyhow::Error::msg)?;
@@ -252,9 +252,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     follow_policy_sockets(&mut policy_sockets, policies, &armer);
                 }
                 rearm(&armer, &backend, &metrics, &status);
-                let (stats, drops) = {
+                let (stats, counts) = {
                     let backend = backend.lock().unwrap_or_else(|p| p.into_inner());
-                    (backend.program_stats(), backend.ringbuf_drops())
+                    (backend.program_stats(), backend.kernel_counts())
                 };
                 for (program, runs, time) in stats {
                     metrics
@@ -266,13 +266,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         .with_label_values(&[&program])
                         .set(time.as_secs_f64());
                 }
-                let seen = metrics.ringbuf_drops.get();
-                if drops > seen {
-                    tracing::warn!(
-                        lost = drops - seen,
-                        "kernel ring buffer was full: events lost"
-                    );
-                    metrics.ringbuf_drops.inc_by(drops - seen);
+                let lost = metrics.record_kernel_counts(counts);
+                if lost > 0 {
+                    tracing::warn!(lost, "a kernel ring buffer was full: events lost");
                 }
             }
         })
@@ -329,7 +325,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let stop = shutdown_rx.clone();
         tokio::spawn(async move {
             let _alive = alive;
-            read_events(ring, pipeline, stop).await
+            read_events(rings, pipeline, stop).await
         })
     };
     let self_test = canary.map(|c| {
@@ -665,33 +661,78 @@ fn rearm(armer: &Mutex<Armer>, backend: &Mutex<Backend>, metrics: &Metrics, stat
     );
 }
 
+/// Reads both rings until stopped, then drains them. Each turn takes at most [`DRAIN_BATCH`]
+/// records from a ring, so a flood on the events ring delays connects by at most one batch.
+/// Before connects, the events ring gets its turn: a container's `cgroup_mkdir` was queued
+/// before its first connect, and attributing that connect needs it (the container may be
+/// gone by now).
 async fn read_events(
-    ring: RingBuf<MapData>,
+    rings: backend::Rings,
     mut pipeline: Pipeline<Box<dyn FindingSink + Send>>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    // SAFETY: the ring buffer owns its fd and outlives this registration (both end here).
-    let mut fd = unsafe { AsyncFd::register(ring) }
-        .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+    let register = |ring| {
+        // SAFETY: the ring buffer owns its fd and outlives this registration (both end here).
+        unsafe { AsyncFd::register(ring) }
+            .map_err(|e| anyhow::anyhow!("polling a ring buffer: {e}"))
+    };
+    let mut connects = register(rings.connects)?;
+    let mut events = register(rings.events)?;
     loop {
         tokio::select! {
-            guard = fd.readable_mut() => {
+            biased;
+            guard = connects.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut pipeline);
-                guard.clear_ready();
+                drain(events.get_mut(), &mut pipeline);
+                // Left ready while records remain: the kernel wakes us again only once we
+                // have caught up.
+                if drain(guard.get_inner_mut(), &mut pipeline) {
+                    guard.clear_ready();
+                }
+            }
+            guard = events.readable_mut() => {
+                let mut guard = guard?;
+                // Left ready while records remain: the kernel wakes us again only once we
+                // have caught up.
+                if drain(guard.get_inner_mut(), &mut pipeline) {
+                    guard.clear_ready();
+                }
             }
             _ = stop.changed() => break,
         }
     }
-    drain(fd.get_mut(), &mut pipeline);
+    // What is queued now; a flood that goes on is not waited for.
+    for ring in [events.get_mut(), connects.get_mut()] {
+        for _ in 0..FINAL_DRAIN_BATCHES {
+            if drain(ring, &mut pipeline) {
+                break;
+            }
+        }
+    }
     Ok(())
 }
 
-fn drain<S: FindingSink>(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline<S>) {
-    while let Some(item) = ring.next() {
-        pipeline.handle(&item);
+/// Most records taken from one ring in one turn.
+const DRAIN_BATCH: usize = 4096;
+/// At shutdown, more than a full ring's worth of batches.
+const FINAL_DRAIN_BATCHES: usize = 8;
+
+/// Handles up to [`DRAIN_BATCH`] records; true when the ring is empty.
+fn drain<S: FindingSink>(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline<S>) -> bool {
+    let mut emptied = false;
+    for _ in 0..DRAIN_BATCH {
+        match ring.next() {
+            Some(item) => {
+                pipeline.handle(&item);
+            }
+            None => {
+                emptied = true;
+                break;
+            }
+        }
     }
     pipeline.flush();
+    emptied
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

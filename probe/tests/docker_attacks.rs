@@ -421,10 +421,14 @@ fn health_and_metrics_reflect_what_was_seen() {
         ),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("sockwarden_probe_ringbuf_drops_total 0"),
-        "{metrics}"
-    );
+    for ring in ["connects", "events"] {
+        assert!(
+            metrics.contains(&format!(
+                "sockwarden_probe_ringbuf_drops_total{{ring=\"{ring}\"}} 0"
+            )),
+            "{metrics}"
+        );
+    }
     assert!(
         metrics.contains("sockwarden_probe_detection_latency_seconds_count"),
         "{metrics}"

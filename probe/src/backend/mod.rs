@@ -3,16 +3,20 @@
 //! differs. Auto-selection tries what actually loads here, best first.
 pub mod fmod_ret;
 pub mod security;
+pub mod tracefs;
 pub mod tracepoint;
 
-use std::fmt;
+use std::{collections::HashSet, fmt};
 
 use anyhow::{anyhow, Context as _};
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     Ebpf, EbpfLoader,
 };
-use probe_common::{KernelOffsets, ProbeConfig, WatchedSocket, COUNTER_RINGBUF_DROPS};
+use probe_common::{
+    KernelOffsets, ProbeConfig, WatchedKey, COUNTER_CONNECT_RINGBUF_DROPS, COUNTER_OPENS_LIMITED,
+    COUNTER_RINGBUF_DROPS,
+};
 
 use crate::{rootfs::FileId, sockets::WatchedSet};
 
@@ -102,17 +106,46 @@ pub struct LoadOptions {
 /// The loaded programs and the maps user space works with.
 pub struct Backend {
     ebpf: Ebpf,
-    watched: BpfHashMap<MapData, u64, WatchedSocket>,
+    watched: BpfHashMap<MapData, WatchedKey, u32>,
+    /// The kernel's inode prefilter: how many watched entries share each inode number.
+    watched_inodes: BpfHashMap<MapData, u64, u32>,
+    /// What is armed in the kernel, to keep the prefilter's counts.
+    armed: HashSet<WatchedKey>,
     counters: PerCpuArray<MapData, u64>,
+}
+
+/// The kernel's ring buffers: connects apart from everything else, so a flood of opens or
+/// cgroup events cannot crowd them out.
+pub struct Rings {
+    pub connects: RingBuf<MapData>,
+    pub events: RingBuf<MapData>,
+}
+
+/// What the kernel counted and user space exports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelCounts {
+    /// Reservation failures on the connect ring.
+    pub connect_ring_drops: u64,
+    /// Reservation failures on the ring for opens and cgroup events.
+    pub event_ring_drops: u64,
+    /// ENXIO opens not queued because their cgroup was over its rate.
+    pub opens_limited: u64,
 }
 
 impl Backend {
     /// Loads the object and attaches `kind`'s programs. On failure everything attached so far
     /// is detached again (the object is dropped).
     pub fn load(kind: BackendKind, opts: &LoadOptions) -> anyhow::Result<Self> {
+        let tracepoint = kind == BackendKind::Tracepoint;
+        let needs = tracefs::Needs {
+            data_ready: tracepoint,
+            opens: tracepoint && opts.detect_open,
+        };
+        let fields = tracefs::record_fields(&tracefs::roots(), needs).map_err(|e| anyhow!(e))?;
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &opts.offsets, true)
             .override_global("CONFIG", &opts.config, true)
+            .override_global("FIELDS", &fields, true)
             .load(OBJECT)
             .map_err(|e| anyhow!("loading the eBPF object failed: {e}"))?;
         match kind {
@@ -121,16 +154,23 @@ impl Backend {
             BackendKind::Fentry => security::attach_fentry(&mut ebpf)?,
         }
         let watched = BpfHashMap::try_from(take(&mut ebpf, "WATCHED")?)?;
+        let watched_inodes = BpfHashMap::try_from(take(&mut ebpf, "WATCHED_INODES")?)?;
         let counters = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)?;
         Ok(Self {
             ebpf,
             watched,
+            watched_inodes,
+            armed: HashSet::new(),
             counters,
         })
     }
 
-    pub fn ring_buffer(&mut self) -> anyhow::Result<RingBuf<MapData>> {
-        Ok(RingBuf::try_from(take(&mut self.ebpf, "EVENTS")?)?)
+    /// Takes both ring buffers (once).
+    pub fn rings(&mut self) -> anyhow::Result<Rings> {
+        Ok(Rings {
+            connects: RingBuf::try_from(take(&mut self.ebpf, "CONNECTS")?)?,
+            events: RingBuf::try_from(take(&mut self.ebpf, "EVENTS")?)?,
+        })
     }
 
     /// Per attached program: (name, runs, total run time), from the kernel's BPF statistics
@@ -145,27 +185,76 @@ impl Backend {
             .collect()
     }
 
-    /// Events the kernel could not queue because the ring buffer was full (all CPUs).
-    pub fn ringbuf_drops(&self) -> u64 {
-        self.counters
-            .get(&COUNTER_RINGBUF_DROPS, 0)
-            .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0)
+    /// The kernel's counters, summed over CPUs.
+    pub fn kernel_counts(&self) -> KernelCounts {
+        let sum = |index: u32| {
+            self.counters
+                .get(&index, 0)
+                .map(|per_cpu| per_cpu.iter().sum())
+                .unwrap_or(0)
+        };
+        KernelCounts {
+            connect_ring_drops: sum(COUNTER_CONNECT_RINGBUF_DROPS),
+            event_ring_drops: sum(COUNTER_RINGBUF_DROPS),
+            opens_limited: sum(COUNTER_OPENS_LIMITED),
+        }
+    }
+}
+
+fn key(id: &FileId) -> WatchedKey {
+    WatchedKey {
+        dev: id.kernel_dev,
+        ino: id.ino,
+    }
+}
+
+impl Backend {
+    /// How many armed sockets have inode number `ino` (on any device).
+    fn sharing_inode(&self, ino: u64) -> u32 {
+        self.armed.iter().filter(|k| k.ino == ino).count() as u32
     }
 }
 
 impl WatchedSet for Backend {
     fn arm(&mut self, id: &FileId) -> anyhow::Result<()> {
-        self.watched
-            .insert(id.ino, WatchedSocket { dev: id.kernel_dev }, 0)
-            .context("updating the WATCHED map")
+        let key = key(id);
+        if !self.armed.insert(key) {
+            return Ok(());
+        }
+        // The prefilter first: an entry it lacks could never match.
+        let result = self
+            .watched_inodes
+            .insert(id.ino, self.sharing_inode(id.ino), 0)
+            .context("updating the WATCHED_INODES map")
+            .and_then(|()| {
+                self.watched
+                    .insert(key, 1, 0)
+                    .context("updating the WATCHED map")
+            });
+        if result.is_err() {
+            self.armed.remove(&key);
+        }
+        result
     }
 
     fn disarm(&mut self, id: &FileId) -> anyhow::Result<()> {
-        match self.watched.remove(&id.ino) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e).context("updating the WATCHED map"),
+        let key = key(id);
+        self.armed.remove(&key);
+        match self.watched.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(e).context("updating the WATCHED map"),
         }
+        // Another watched socket with the same inode number on another device keeps it.
+        let sharing = self.sharing_inode(id.ino);
+        let result = if sharing > 0 {
+            self.watched_inodes.insert(id.ino, sharing, 0)
+        } else {
+            match self.watched_inodes.remove(&id.ino) {
+                Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                other => other,
+            }
+        };
+        result.context("updating the WATCHED_INODES map")
     }
 }
 

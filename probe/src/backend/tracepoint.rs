@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::anyhow;
 use aya::{programs::TracePoint, Ebpf};
 
-const TRACEFS: &[&str] = &["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+use super::tracefs::TRACEFS;
 
 fn tracepoint_exists(category: &str, name: &str) -> bool {
     TRACEFS.iter().any(|root| {
