@@ -96,7 +96,16 @@ mod tests {
 
     #[test]
     fn characters_a_label_cannot_hold_never_reach_it() {
-        for s in ["-x-", "a b", "ünïcode", "a/b", "...", "😀", &"/".repeat(80), "x:"] {
+        for s in [
+            "-x-",
+            "a b",
+            "ünïcode",
+            "a/b",
+            "...",
+            "😀",
+            &"/".repeat(80),
+            "x:",
+        ] {
             let v = label_value(s);
             assert!(is_label_value(&v), "{s:?} -> {v:?}");
             assert!(!v.is_empty());
