@@ -3,6 +3,8 @@
 use api::{DockerSocketPolicySpec, Exemption};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use crate::policy_controller::truncate;
+
 fn dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -134,11 +136,16 @@ pub fn validate(spec: &DockerSocketPolicySpec) -> Vec<String> {
         exemption(i, e, &mut problems);
     }
     if let Some(r) = &spec.findings {
-        if api::parse_ttl(&r.ttl).is_none() {
-            problems.push(format!(
+        match api::parse_ttl(&r.ttl) {
+            Ok(_) => {}
+            Err(api::TtlError::Malformed) => problems.push(format!(
                 "spec.findings.ttl: {:?} is not a duration like 7d or 1h30m",
-                r.ttl
-            ));
+                truncate(&r.ttl, 64)
+            )),
+            Err(api::TtlError::TooLong) => problems.push(format!(
+                "spec.findings.ttl: {:?} is longer than the maximum of 3650d (ten years)",
+                truncate(&r.ttl, 64)
+            )),
         }
     }
     if spec.severity.is_some_and(|s| s > 3) {
@@ -162,6 +169,7 @@ mod tests {
             serde_json::json!({"mode": "Enforce", "selector": {"podSelector": {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In", "values": ["a"]}]}}}),
             serde_json::json!({"exemptions": [{"serviceAccounts": ["monitoring/agent", "ci-runner"], "images": ["docker.io/datadog/agent:*"], "executables": ["/usr/{bin,sbin}/cadvisor"]}]}),
             serde_json::json!({"sockets": [{"path": "/srv/docker.sock", "runtime": "docker"}], "findings": {"ttl": "36h"}}),
+            serde_json::json!({"findings": {"ttl": "3650d", "maxPerNamespace": 1}}),
         ] {
             assert_eq!(validate(&spec(s.clone())), Vec::<String>::new(), "{s}");
         }
@@ -205,6 +213,14 @@ mod tests {
             (
                 serde_json::json!({"findings": {"ttl": "0s"}}),
                 "is not a duration",
+            ),
+            (
+                serde_json::json!({"findings": {"ttl": "999999999h"}}),
+                "longer than the maximum of 3650d",
+            ),
+            (
+                serde_json::json!({"findings": {"ttl": "3650d1s"}}),
+                "longer than the maximum of 3650d",
             ),
             (
                 serde_json::json!({"operations": {"connect": false, "open": false}}),
