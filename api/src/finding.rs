@@ -129,14 +129,33 @@ pub struct DockerAbuseFindingSpec {
     pub severity: u8,
 }
 
+/// Written by the probe of the pod's node; its times may be forged, so readers bound them
+/// (the operator does: see its `retention` module).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DockerAbuseFindingStatus {
     pub count: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "readable_time"
+    )]
     pub first_seen: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "readable_time"
+    )]
     pub last_seen: Option<Time>,
+}
+
+/// A time as the API server stores it, or `None` when it cannot be represented here: the
+/// API accepts any RFC 3339 time, up to 9999-12-31T23:59:59Z, but jiff's timestamps end a
+/// day earlier. Refusing the value would make the whole list undecodable and stop every
+/// watch of findings, so such a time is treated as unknown instead.
+fn readable_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Time>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(value.and_then(|v| serde_json::from_value(v).ok()))
 }
 
 /// The deterministic object name of the finding for one (pod uid, container, socket,
@@ -178,6 +197,20 @@ pub fn finding_name(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_past_what_jiff_can_hold_reads_as_unknown_and_the_status_still_decodes() {
+        let status: DockerAbuseFindingStatus = serde_json::from_value(serde_json::json!({
+            "count": 3, "firstSeen": "2024-01-01T00:00:00Z", "lastSeen": "9999-12-31T23:59:59Z"
+        }))
+        .unwrap();
+        assert_eq!(status.count, 3);
+        assert!(status.first_seen.is_some());
+        assert_eq!(status.last_seen, None);
+        let junk: DockerAbuseFindingStatus =
+            serde_json::from_value(serde_json::json!({"count": 1, "lastSeen": 7})).unwrap();
+        assert_eq!(junk.last_seen, None);
+    }
 
     #[test]
     fn finding_name_is_deterministic_valid_and_distinguishes_each_key_field() {

@@ -8,13 +8,19 @@ pub mod compiled;
 pub mod crds;
 pub mod finding;
 pub mod image;
+pub mod names;
 pub mod policy;
 pub mod validate;
 
 pub use finding::*;
+pub use names::{label_value, short_digest};
 pub use policy::*;
 
 /// The API group.
 pub const GROUP: &str = "sockwarden.io";
-/// Label on a finding naming the policy it was reported under.
+/// Label on a finding naming the policy it was reported under; its value is
+/// [`label_value`] of the policy's name (the full name is `spec.policy`).
 pub const POLICY_LABEL: &str = "sockwarden.io/policy";
+/// Label on a finding naming the node whose probe reported it; its value is
+/// [`label_value`] of the node's name (the full name is `spec.node`).
+pub const NODE_LABEL: &str = "sockwarden.io/node";

@@ -164,10 +164,10 @@ pub struct Exemption {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FindingsRetention {
-    /// Keep a finding this long after it was last seen: a number and a unit (`s`, `m`, `h`,
-    /// `d`), e.g. `7d`, `36h`, `1h30m`.
+    /// Keep a finding this long after it was last seen: up to four numbers with a unit
+    /// (`s`, `m`, `h`, `d`), e.g. `7d`, `36h`, `1h30m`; at most 3650d in total.
     #[serde(default = "default_ttl")]
-    #[schemars(regex(pattern = r"^([0-9]{1,9}(s|m|h|d))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]{1,9}(s|m|h|d)){1,4}$"), length(max = 40))]
     pub ttl: String,
     /// Most findings kept per namespace; the oldest go first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,13 +188,29 @@ impl Default for FindingsRetention {
     }
 }
 
-/// Parses a retention duration (`7d`, `1h30m`) into seconds; `None` when malformed or zero.
-pub fn parse_ttl(s: &str) -> Option<u64> {
+/// The longest retention a policy may ask for: ten years. It keeps every expiry time
+/// computable (jiff's timestamps end in year 9999) and is far beyond any real need.
+pub const MAX_TTL_SECS: u64 = 3650 * 86_400;
+
+/// Why a retention duration was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlError {
+    /// Not numbers with units (`7d`, `1h30m`), or zero.
+    Malformed,
+    /// Longer than [`MAX_TTL_SECS`] (3650d).
+    TooLong,
+}
+
+/// Parses a retention duration (`7d`, `1h30m`) into seconds, at most [`MAX_TTL_SECS`].
+pub fn parse_ttl(s: &str) -> Result<u64, TtlError> {
     let mut total: u64 = 0;
-    let mut digits = String::new();
+    let mut digits: u64 = 0;
+    let mut have_digits = false;
     for c in s.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
+        if let Some(d) = c.to_digit(10) {
+            // Saturates: any number this large is over the limit anyway.
+            digits = digits.saturating_mul(10).saturating_add(d as u64);
+            have_digits = true;
             continue;
         }
         let unit = match c {
@@ -202,13 +218,19 @@ pub fn parse_ttl(s: &str) -> Option<u64> {
             'm' => 60,
             'h' => 3600,
             'd' => 86_400,
-            _ => return None,
+            _ => return Err(TtlError::Malformed),
         };
-        let n: u64 = digits.parse().ok()?;
-        total = total.checked_add(n.checked_mul(unit)?)?;
-        digits.clear();
+        if !have_digits {
+            return Err(TtlError::Malformed);
+        }
+        total = total.saturating_add(digits.saturating_mul(unit));
+        (digits, have_digits) = (0, false);
     }
-    (digits.is_empty() && total > 0).then_some(total)
+    match total {
+        _ if have_digits || total == 0 => Err(TtlError::Malformed),
+        t if t > MAX_TTL_SECS => Err(TtlError::TooLong),
+        t => Ok(t),
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -252,20 +274,25 @@ mod tests {
 
     #[test]
     fn ttl_parsing_accepts_units_and_refuses_junk() {
-        assert_eq!(parse_ttl("7d"), Some(7 * 86_400));
-        assert_eq!(parse_ttl("1h30m"), Some(5400));
-        assert_eq!(parse_ttl("45s"), Some(45));
-        for bad in [
-            "",
-            "7",
-            "d",
-            "-1h",
-            "1y",
-            "0s",
-            "1h-",
+        assert_eq!(parse_ttl("7d"), Ok(7 * 86_400));
+        assert_eq!(parse_ttl("1h30m"), Ok(5400));
+        assert_eq!(parse_ttl("45s"), Ok(45));
+        for bad in ["", "7", "d", "-1h", "1y", "0s", "1h-", "h1", "１d"] {
+            assert_eq!(parse_ttl(bad), Err(TtlError::Malformed), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ttl_is_bounded_at_ten_years_without_overflow() {
+        assert_eq!(parse_ttl("3650d"), Ok(MAX_TTL_SECS));
+        assert_eq!(parse_ttl("3649d23h59m60s"), Ok(MAX_TTL_SECS));
+        for long in [
+            "3650d1s",
+            "999999999h",
             "99999999999999999999d",
+            "999999999d999999999d999999999d999999999d",
         ] {
-            assert_eq!(parse_ttl(bad), None, "{bad:?}");
+            assert_eq!(parse_ttl(long), Err(TtlError::TooLong), "{long:?}");
         }
     }
 

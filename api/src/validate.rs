@@ -8,6 +8,19 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 /// Longest socket path: `sun_path` holds 108 bytes including the terminating NUL.
 pub const MAX_SOCKET_PATH: usize = 107;
 
+/// At most `max` bytes of `s` (on a character boundary), marked when cut: a hostile value
+/// must not make a status message or Event huge.
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 fn dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -175,11 +188,16 @@ pub fn validate(spec: &DockerSocketPolicySpec) -> Vec<String> {
         exemption(i, e, &mut problems);
     }
     if let Some(r) = &spec.findings {
-        if crate::parse_ttl(&r.ttl).is_none() {
-            problems.push(format!(
+        match crate::parse_ttl(&r.ttl) {
+            Ok(_) => {}
+            Err(crate::TtlError::Malformed) => problems.push(format!(
                 "spec.findings.ttl: {:?} is not a duration like 7d or 1h30m",
-                r.ttl
-            ));
+                truncate(&r.ttl, 64)
+            )),
+            Err(crate::TtlError::TooLong) => problems.push(format!(
+                "spec.findings.ttl: {:?} is longer than the maximum of 3650d (ten years)",
+                truncate(&r.ttl, 64)
+            )),
         }
     }
     if spec.severity.is_some_and(|s| s > 3) {
@@ -204,6 +222,7 @@ mod tests {
             serde_json::json!({"exemptions": [{"serviceAccounts": ["monitoring/agent"], "images": ["docker.io/datadog/agent:*"], "executables": ["/usr/{bin,sbin}/cadvisor"]}]}),
             serde_json::json!({"exemptions": [{"namespaces": ["ci"], "serviceAccounts": ["runner"]}, {"namespaces": ["obs"], "podSelector": {"matchLabels": {"app": "agent"}}}]}),
             serde_json::json!({"sockets": [{"path": "/srv/docker.sock", "runtime": "docker"}], "findings": {"ttl": "36h"}}),
+            serde_json::json!({"findings": {"ttl": "3650d", "maxPerNamespace": 1}}),
         ] {
             assert_eq!(validate(&spec(s.clone())), Vec::<String>::new(), "{s}");
         }
@@ -283,6 +302,14 @@ mod tests {
             (
                 serde_json::json!({"findings": {"ttl": "0s"}}),
                 "is not a duration",
+            ),
+            (
+                serde_json::json!({"findings": {"ttl": "999999999h"}}),
+                "longer than the maximum of 3650d",
+            ),
+            (
+                serde_json::json!({"findings": {"ttl": "3650d1s"}}),
+                "longer than the maximum of 3650d",
             ),
             (
                 serde_json::json!({"operations": {"connect": false, "open": false}}),

@@ -192,6 +192,16 @@ fn policy_severity_and_retention_ranges() {
     assert_policy_refused(json!({"severity": -1}), "/spec/severity");
     assert_policy_refused(json!({"findings": {"ttl": "-1h"}}), "/spec/findings/ttl");
     assert_policy_refused(json!({"findings": {"ttl": "7 days"}}), "/spec/findings/ttl");
+    // Digit count and number of parts are bounded (the 3650d total is the operator's check).
+    assert_policy_ok(json!({"findings": {"ttl": "1d2h3m4s"}}));
+    assert_policy_refused(
+        json!({"findings": {"ttl": "1d2h3m4s5s"}}),
+        "/spec/findings/ttl",
+    );
+    assert_policy_refused(
+        json!({"findings": {"ttl": "9999999999h"}}),
+        "/spec/findings/ttl",
+    );
     assert_policy_refused(
         json!({"findings": {"ttl": "7d", "maxPerNamespace": 0}}),
         "/spec/findings/maxPerNamespace",

@@ -113,16 +113,22 @@ pub fn event_name(parts: &[&str]) -> String {
         })
         .filter(|l| !l.is_empty())
         .collect();
-    let mut name: String = labels.join(".").chars().take(253).collect();
-    while name.ends_with(['-', '.']) {
-        name.pop();
+    let joined = labels.join(".");
+    if joined.is_empty() {
+        return "sockwarden".into();
     }
-    if name.is_empty() {
-        "sockwarden".into()
-    } else {
-        name
+    if joined.len() <= MAX_NAME {
+        return joined;
     }
+    // Too long (a long name standing in for a uid): a prefix and a digest of the whole, so
+    // names that differ only at the end (the count) stay apart.
+    let digest = api::short_digest(&joined);
+    let prefix = joined[..MAX_NAME - digest.len() - 1].trim_end_matches(['-', '.']);
+    format!("{prefix}-{digest}")
 }
+
+/// Longest object name the API server accepts (a DNS subdomain).
+const MAX_NAME: usize = 253;
 
 #[cfg(test)]
 mod tests {
@@ -216,7 +222,16 @@ mod tests {
         assert_eq!(event_name(&["_a b_", "Pod"]), "a-b.pod");
         assert_eq!(event_name(&["a..b", "-x-"]), "a.b.x");
         let long = "a".repeat(300);
-        assert!(event_name(&[&long, "pod", "1"]).len() <= 253);
+        let (one, two) = (
+            event_name(&[&long, "pod", "1"]),
+            event_name(&[&long, "pod", "2"]),
+        );
+        assert!(one.len() <= 253 && two.len() <= 253);
+        assert_ne!(one, two, "the count past the cut still tells them apart");
+        assert!(
+            one.starts_with("aaaa") && one.as_bytes()[242] == b'-',
+            "{one}"
+        );
         assert_eq!(event_name(&["__"]), "sockwarden");
     }
 }

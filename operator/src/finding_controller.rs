@@ -10,7 +10,9 @@
 //! [`crate::events`]).
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use api::{parse_ttl, DockerAbuseFinding, DockerSocketPolicy, FindingAction, FindingOperation};
+use api::{
+    DockerAbuseFinding, DockerSocketPolicy, FindingAction, FindingOperation, FindingsRetention,
+};
 use k8s_openapi::{
     api::core::v1::ObjectReference,
     jiff::{SignedDuration, Timestamp},
@@ -25,9 +27,9 @@ use crate::{
     context::{Context, Error, EventTarget},
     events::{event_name, NewEvent},
     policy_controller::{retry_after, truncate},
+    retention::{count, evicted, expires_at, seen_at, ttl_secs},
 };
 
-pub const DEFAULT_TTL_SECS: u64 = 7 * 86_400;
 /// Findings last seen this long before the operator started still get Events on start-up.
 const STARTUP_GRACE: SignedDuration = SignedDuration::from_mins(5);
 const MAX_REQUEUE: Duration = Duration::from_secs(3600);
@@ -49,13 +51,37 @@ pub async fn reconcile(
     result
 }
 
-fn last_seen(f: &DockerAbuseFinding) -> Timestamp {
-    f.status
-        .as_ref()
-        .and_then(|s| s.last_seen.as_ref())
-        .map(|t| t.0)
-        .or_else(|| f.metadata.creation_timestamp.as_ref().map(|t| t.0))
-        .unwrap_or_else(Timestamp::now)
+/// What becomes of a finding, decided from the caches and the operator's clock alone.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Verdict {
+    /// Past its TTL.
+    Expired,
+    /// Beyond its policy's `maxPerNamespace` (see [`crate::retention`] for which go).
+    BeyondLimit,
+    /// Kept; look again after this long (at expiry, at most hourly).
+    Keep(Duration),
+}
+
+pub(crate) fn verdict(
+    finding: &DockerAbuseFinding,
+    retention: Option<&FindingsRetention>,
+    cache: &[Arc<DockerAbuseFinding>],
+    now: Timestamp,
+) -> Verdict {
+    let expires = expires_at(seen_at(finding, now), ttl_secs(retention));
+    if expires.is_some_and(|e| now >= e) {
+        return Verdict::Expired;
+    }
+    if let Some(max) = retention.and_then(|r| r.max_per_namespace) {
+        let siblings = cache.iter().map(AsRef::as_ref).filter(|f| {
+            f.namespace() == finding.namespace() && f.spec.policy == finding.spec.policy
+        });
+        if evicted(siblings, max as usize, now).contains(&finding.name_any()) {
+            return Verdict::BeyondLimit;
+        }
+    }
+    let until_expiry = expires.map_or(MAX_REQUEUE, |e| e.duration_since(now).unsigned_abs());
+    Verdict::Keep(until_expiry.min(MAX_REQUEUE))
 }
 
 async fn reconcile_inner(finding: &DockerAbuseFinding, ctx: &Context) -> Result<Action, Error> {
@@ -65,28 +91,23 @@ async fn reconcile_inner(finding: &DockerAbuseFinding, ctx: &Context) -> Result<
     let policy = ctx
         .policies
         .get(&ObjectRef::<DockerSocketPolicy>::new(&finding.spec.policy));
-    let retention = policy.as_ref().and_then(|p| p.spec.findings.clone());
-    let ttl = retention
-        .as_ref()
-        .and_then(|r| parse_ttl(&r.ttl))
-        .unwrap_or(DEFAULT_TTL_SECS);
-    let now = Timestamp::now();
-    let expires = last_seen(finding) + SignedDuration::from_secs(ttl as i64);
-    if now >= expires {
-        tracing::info!(%namespace, %name, "deleting finding past its TTL");
-        delete(&api, finding, ctx, "ttl").await?;
-        return Ok(Action::await_change());
-    }
-    if let Some(max) = retention.and_then(|r| r.max_per_namespace) {
-        if beyond_limit(ctx, finding, max as usize) {
-            tracing::info!(%namespace, %name, max, "deleting finding beyond the per-namespace limit");
+    let retention = policy.as_ref().and_then(|p| p.spec.findings.as_ref());
+    match verdict(finding, retention, &ctx.findings.state(), Timestamp::now()) {
+        Verdict::Expired => {
+            tracing::info!(%namespace, %name, "deleting finding past its TTL");
+            delete(&api, finding, ctx, "ttl").await?;
+            Ok(Action::await_change())
+        }
+        Verdict::BeyondLimit => {
+            tracing::info!(%namespace, %name, "deleting finding beyond the per-namespace limit");
             delete(&api, finding, ctx, "limit").await?;
-            return Ok(Action::await_change());
+            Ok(Action::await_change())
+        }
+        Verdict::Keep(requeue) => {
+            publish_events(finding, policy.as_deref(), ctx).await?;
+            Ok(Action::requeue(requeue))
         }
     }
-    publish_events(finding, policy.as_deref(), ctx).await?;
-    let until_expiry = expires.duration_since(now).unsigned_abs();
-    Ok(Action::requeue(until_expiry.min(MAX_REQUEUE)))
 }
 
 async fn delete(
@@ -110,23 +131,7 @@ async fn delete(
     Ok(())
 }
 
-/// Whether this finding is among the oldest beyond `max` in its namespace and policy.
-fn beyond_limit(ctx: &Context, finding: &DockerAbuseFinding, max: usize) -> bool {
-    let mut siblings: Vec<(Timestamp, String)> = ctx
-        .findings
-        .state()
-        .iter()
-        .filter(|f| f.namespace() == finding.namespace() && f.spec.policy == finding.spec.policy)
-        .map(|f| (last_seen(f), f.name_any()))
-        .collect();
-    siblings.sort_by(|a, b| b.cmp(a)); // newest first
-    siblings
-        .iter()
-        .position(|(_, n)| *n == finding.name_any())
-        .is_some_and(|i| i >= max)
-}
-
-fn describe(f: &DockerAbuseFinding) -> String {
+pub(crate) fn describe(f: &DockerAbuseFinding) -> String {
     let op = match f.spec.operation {
         FindingOperation::Connect => "connected to",
         FindingOperation::Open => "opened",
@@ -165,7 +170,11 @@ async fn publish_events(
     let uid = finding.uid().unwrap_or_else(|| finding.name_any());
     let count = finding.status.as_ref().map_or(1, |s| s.count);
     // First sight: publish unless it is old news from before this operator started.
-    let fresh = last_seen(finding) >= ctx.started - STARTUP_GRACE;
+    let since = ctx
+        .started
+        .checked_sub(STARTUP_GRACE)
+        .unwrap_or(ctx.started);
+    let fresh = seen_at(finding, Timestamp::now()) >= since;
     let pod = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Pod".into()),
@@ -248,9 +257,10 @@ fn refresh_gauge(ctx: &Context) {
             FindingAction::Audit => "Audit",
             FindingAction::Blocked => "Blocked",
         };
-        *sums
+        let sum = sums
             .entry((f.namespace().unwrap_or_default(), op, action))
-            .or_default() += f.status.as_ref().map_or(1, |s| s.count);
+            .or_default();
+        *sum = sum.saturating_add(count(&f, 1));
     }
     ctx.metrics.findings.reset();
     for ((ns, op, action), n) in sums {
@@ -548,6 +558,110 @@ mod tests {
         });
         reconcile(Arc::new(oldest), ctx).await.unwrap();
         verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_ttl_of_999999999h_neither_panics_nor_expires_and_requeues_hourly() {
+        let mut h = harness();
+        h.add_policy(&policy("forever", json!({"ttl": "999999999h"})));
+        let f = finding(
+            "daf-f",
+            "forever",
+            1,
+            Timestamp::now() - SignedDuration::from_hours(24 * 365),
+        );
+        h.add_finding(&f);
+        let (ctx, mut api) = (h.ctx.clone(), h.api);
+        let verifier = tokio::spawn(async move { api.expect_silence().await });
+        let action = reconcile(Arc::new(f), ctx).await.unwrap();
+        assert_eq!(
+            action,
+            Action::requeue(MAX_REQUEUE),
+            "kept (ten years at most)"
+        );
+        verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_last_seen_in_year_9999_is_not_believed_so_the_ttl_runs_from_creation() {
+        let mut h = harness();
+        h.add_policy(&policy("week", json!({"ttl": "7d"})));
+        let mut f = finding("daf-9999", "week", 1, Timestamp::MAX);
+        f.metadata.creation_timestamp =
+            Some(Time(Timestamp::now() - SignedDuration::from_hours(24 * 8)));
+        h.add_finding(&f);
+        let (ctx, mut api) = (h.ctx.clone(), h.api);
+        let verifier = tokio::spawn(async move {
+            api.expect("DELETE", "/dockerabusefindings/daf-9999")
+                .await
+                .reply(
+                    200,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                );
+            api.expect_silence().await;
+        });
+        assert_eq!(
+            reconcile(Arc::new(f), ctx).await.unwrap(),
+            Action::await_change()
+        );
+        verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn over_the_limit_the_flooding_node_loses_its_findings_however_new_they_claim_to_be() {
+        let mut h = harness();
+        h.add_policy(&policy(
+            "capped",
+            json!({"ttl": "7d", "maxPerNamespace": 4}),
+        ));
+        let hour_ago = Timestamp::now() - SignedDuration::from_hours(1);
+        let on = |name: &str, node: &str, last_seen: Timestamp| {
+            let mut f = finding(name, "capped", 1, last_seen);
+            f.spec.node = node.into();
+            f.metadata.creation_timestamp = Some(Time(hour_ago));
+            f
+        };
+        // Limit 4, five findings: "honest" has the two oldest, "flood" three, one of them
+        // claiming year 9999 (under newest-first it would be kept and daf-h1 would go).
+        let honest = [
+            on("daf-h1", "honest", hour_ago),
+            on("daf-h2", "honest", hour_ago + SignedDuration::from_mins(1)),
+        ];
+        let forged = on("daf-f0", "flood", Timestamp::MAX);
+        let flood = [
+            forged.clone(),
+            on("daf-f1", "flood", hour_ago + SignedDuration::from_mins(20)),
+            on("daf-f2", "flood", hour_ago + SignedDuration::from_mins(30)),
+        ];
+        for f in honest.iter().chain(&flood) {
+            h.add_finding(f);
+        }
+        let (ctx, mut api) = (h.ctx.clone(), h.api);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let verifier = tokio::spawn(async move {
+            // The honest node's oldest is kept (no call at all: it is old news, no Events) ...
+            api.expect_silence().await;
+            tx.send(()).await.unwrap();
+            // ... and the flood's forged one goes: it counts from its creation, the oldest.
+            api.expect("DELETE", "/dockerabusefindings/daf-f0")
+                .await
+                .reply(
+                    200,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                );
+            api.expect_silence().await;
+        });
+        let kept = reconcile(Arc::new(honest[0].clone()), ctx.clone())
+            .await
+            .unwrap();
+        assert_ne!(kept, Action::await_change());
+        rx.recv().await.unwrap();
+        reconcile(Arc::new(forged), ctx.clone()).await.unwrap();
+        verifier.await.unwrap();
+        assert!(ctx
+            .metrics
+            .render()
+            .contains(r#"sockwarden_operator_findings_deleted_total{reason="limit"} 1"#));
     }
 
     fn action_requeue(a: &Action) -> Option<Duration> {

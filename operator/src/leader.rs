@@ -83,11 +83,15 @@ impl LeaderElector {
         let expired = spec
             .renew_time
             .as_ref()
-            .is_none_or(|t| t.0 + duration < now);
+            // Checked: a renewTime at the end of time must not panic (it reads as not expired).
+            .is_none_or(|t| t.0.checked_add(duration).is_ok_and(|end| end < now));
         if !ours && !expired && holder.is_some() {
             return Ok(false);
         }
-        let transitions = spec.lease_transitions.unwrap_or(0) + if ours { 0 } else { 1 };
+        let transitions =
+            spec.lease_transitions
+                .unwrap_or(0)
+                .saturating_add(if ours { 0 } else { 1 });
         let acquire = if ours {
             spec.acquire_time.map_or(now, |t| t.0)
         } else {

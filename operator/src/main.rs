@@ -14,6 +14,9 @@ mod finding_controller;
 mod leader;
 mod metrics;
 mod policy_controller;
+#[cfg(test)]
+mod proptests;
+mod retention;
 mod rollout;
 mod server;
 #[cfg(test)]

@@ -9,9 +9,12 @@ use std::{sync::Arc, time::Duration};
 
 use api::{
     condition::{ACCEPTED, DEGRADED, READY},
-    DockerSocketPolicy, DockerSocketPolicyStatus, FindingsRollup, Mode, NodeCoverage,
+    DockerAbuseFinding, DockerSocketPolicy, DockerSocketPolicyStatus, FindingsRollup, Mode,
+    NodeCoverage,
 };
-use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::{
+    api::apps::v1::DaemonSet, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
+};
 use kube::{
     api::{Patch, PatchParams},
     runtime::{controller::Action, reflector::ObjectRef},
@@ -24,6 +27,7 @@ use crate::{
     context::{Context, Error, MANAGER},
     daemonset::NAME,
     events::{event_name, NewEvent},
+    retention::{count, seen_at},
 };
 use api::validate::validate;
 
@@ -54,7 +58,7 @@ async fn reconcile_inner(policy: &DockerSocketPolicy, ctx: &Context) -> Result<A
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
     let policies: Api<DockerSocketPolicy> = Api::all(ctx.client.clone());
-    let findings = rollup(ctx, &name);
+    let findings = Some(rollup(&ctx.findings.state(), &name));
 
     let problems = validate(&policy.spec);
     if !problems.is_empty() {
@@ -147,7 +151,7 @@ async fn reconcile_inner(policy: &DockerSocketPolicy, ctx: &Context) -> Result<A
     }))
 }
 
-fn accepted_message(policy: &DockerSocketPolicy) -> String {
+pub(crate) fn accepted_message(policy: &DockerSocketPolicy) -> String {
     match policy.spec.mode {
         Mode::Audit => "policy applied in Audit mode".to_string(),
         Mode::Enforce => "Enforce accepted; this probe version reports (audits) only, blocking ships with the enforcing backends".to_string(),
@@ -156,7 +160,7 @@ fn accepted_message(policy: &DockerSocketPolicy) -> String {
 
 /// Node coverage from the probe DaemonSet in the cache, as the `Ready` and `Degraded`
 /// conditions' (status, reason, message).
-struct Coverage {
+pub(crate) struct Coverage {
     nodes: NodeCoverage,
     ready: (bool, &'static str, String),
     degraded: (bool, &'static str, String),
@@ -164,7 +168,7 @@ struct Coverage {
 
 /// While the DaemonSet is not in the cache (not created yet, or deleted and being
 /// re-created) no node is known to be covered.
-fn coverage(daemonset: Option<&DaemonSet>, namespace: &str) -> Coverage {
+pub(crate) fn coverage(daemonset: Option<&DaemonSet>, namespace: &str) -> Coverage {
     let Some(daemonset) = daemonset else {
         let message = format!(
             "the probe DaemonSet {namespace}/{NAME} does not exist (yet); the operator creates it"
@@ -190,7 +194,10 @@ fn coverage(daemonset: Option<&DaemonSet>, namespace: &str) -> Coverage {
     };
     let message = format!("{ready} of {desired} nodes run a ready probe");
     let degraded = if ready < desired {
-        let uncovered = format!("{} nodes are not covered: {message}", desired - ready);
+        let uncovered = format!(
+            "{} nodes are not covered: {message}",
+            desired.saturating_sub(ready)
+        );
         (true, "NodesNotCovered", uncovered)
     } else {
         (false, "AllNodesCovered", message.clone())
@@ -202,23 +209,24 @@ fn coverage(daemonset: Option<&DaemonSet>, namespace: &str) -> Coverage {
     }
 }
 
-/// Findings reported under this policy, from the findings cache.
-fn rollup(ctx: &Context, policy: &str) -> Option<FindingsRollup> {
-    let mut total = 0;
-    let mut last_seen = None;
-    for f in ctx
-        .findings
-        .state()
-        .iter()
-        .filter(|f| f.spec.policy == policy)
-    {
-        let status = f.status.clone().unwrap_or_default();
-        total += status.count;
-        if status.last_seen > last_seen {
-            last_seen = status.last_seen;
+/// Findings reported under this policy, from the findings cache. Matched on the full name
+/// in `spec.policy` (the `sockwarden.io/policy` label may be a digest of a long name);
+/// counts that do not add up (negative, overflowing) and times the operator does not believe
+/// (see [`seen_at`]) cannot break the sum.
+pub(crate) fn rollup(findings: &[Arc<DockerAbuseFinding>], policy: &str) -> FindingsRollup {
+    let now = Timestamp::now();
+    let mut total: i64 = 0;
+    let mut last_seen: Option<Timestamp> = None;
+    for f in findings.iter().filter(|f| f.spec.policy == policy) {
+        total = total.saturating_add(count(f, 0));
+        if f.status.as_ref().is_some_and(|s| s.last_seen.is_some()) {
+            last_seen = last_seen.max(Some(seen_at(f, now)));
         }
     }
-    Some(FindingsRollup { total, last_seen })
+    FindingsRollup {
+        total,
+        last_seen: last_seen.map(Time),
+    }
 }
 
 async fn patch_status(
@@ -366,6 +374,33 @@ mod tests {
         });
         let action = reconcile(Arc::new(p), ctx).await.unwrap();
         assert_eq!(action, Action::requeue(HEALTHY_REQUEUE));
+        verifier.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn forged_counts_and_a_last_seen_in_year_9999_neither_panic_nor_reach_the_status() {
+        let mut h = harness();
+        h.set_daemonset(1, 1);
+        let p = policy("p", json!({}));
+        for (name, count) in [("daf-1", i64::MAX), ("daf-2", i64::MAX), ("daf-3", -5)] {
+            let mut f = finding(name, "p", count);
+            f.status.as_mut().unwrap().last_seen = Some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::MAX),
+            );
+            h.add_finding(&f);
+        }
+        let (ctx, mut api, reply_to) = (h.ctx.clone(), h.api, p.clone());
+        let verifier = tokio::spawn(async move {
+            let s = expect_status(&mut api, &reply_to).await;
+            assert_eq!(
+                s["findings"]["total"],
+                i64::MAX,
+                "saturates; negatives count 0"
+            );
+            let last: Timestamp = s["findings"]["lastSeen"].as_str().unwrap().parse().unwrap();
+            assert!(last <= Timestamp::now(), "not the forged {last}");
+        });
+        reconcile(Arc::new(p), ctx).await.unwrap();
         verifier.await.unwrap();
     }
 

@@ -109,6 +109,12 @@ findings_for() { # NAMESPACE POD_PREFIX: how many finding objects name such a po
 import json, sys
 print(sum(f["spec"]["pod"]["name"].startswith(sys.argv[1]) for f in json.load(sys.stdin)["items"]))' "$2"
 }
+label_value() { # NAME longer than 63 characters: the label value api::label_value makes of it
+  python3 -c '
+import hashlib, sys
+v = sys.argv[1]
+print(v[:52].strip("-_.") + "-" + hashlib.sha256(v.encode()).hexdigest()[:10])' "$1"
+}
 expect_eq() { [ "$1" = "$2" ] || { echo "expected '$2', got '$1'"; return 1; }; }
 expect_finding() { # NAMESPACE POD_PREFIX EXPR EXPECTED
   local got
@@ -232,6 +238,19 @@ check "a policy naming a socket no default covers is created, with a daemon serv
   k apply -f $tb/manifests/extra-socket.yaml
 eventually 60 "the probe arms that socket from the policy alone and reports the client's connects to it" \
   expect_finding shop extra-client "f['spec']['socket']['hostPath'] + ' ' + f['spec']['socket']['runtime']" "/run/sockwarden-e2e/api.sock podman"
+long_policy=enforce-with-a-name-longer-than-any-label-value-may-be.sockwarden-e2e.example
+long_label=$(label_value "$long_policy")
+check "a policy named with ${#long_policy} characters (label values hold 63) and the client it selects are created" \
+  k apply -f $tb/manifests/long-name.yaml
+eventually 60 "the client's finding is written, with the policy's full name in spec.policy" \
+  expect_finding shop longname-client "f['spec']['policy']" "$long_policy"
+check "its sockwarden.io/policy label is the digest form $long_label" \
+  expect_finding shop longname-client "f['metadata']['labels']['sockwarden.io/policy']" "$long_label"
+check "kubectl get daf -l sockwarden.io/policy=$long_label selects just that client's findings" \
+  expect_eq "$(jp daf -n shop -l "sockwarden.io/policy=$long_label" -o jsonpath='{range .items[*]}{.spec.pod.name}{"\n"}{end}' | sort -u)" longname-client
+eventually 30 "the long-named policy's status counts its findings" \
+  eval 'ge "$(jp dsp "$long_policy" -o jsonpath={.status.findings.total})" 1'
+check "the long-named policy and its client are deleted" k delete -f $tb/manifests/long-name.yaml --wait=false
 check "the invalid policy is deleted" k delete dsp broken
 host_root_mount() { # the host's `/` read-only at /host; no socket directory as a hostPath
   jp ds -n $ns sockwarden-probe -o json | python3 -c '

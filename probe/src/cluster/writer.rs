@@ -14,7 +14,7 @@
 //! with an empty merge patch and counting continues on it.
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use api::{DockerAbuseFinding, DockerAbuseFindingSpec, POLICY_LABEL};
+use api::{label_value, DockerAbuseFinding, DockerAbuseFindingSpec, NODE_LABEL, POLICY_LABEL};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     api::{Patch, PatchParams},
@@ -26,7 +26,6 @@ use tokio::time::Instant;
 use crate::metrics::Metrics;
 
 pub const FIELD_MANAGER: &str = "sockwarden-probe";
-pub const NODE_LABEL: &str = "sockwarden.io/node";
 
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
@@ -229,8 +228,11 @@ impl FindingWriter {
             let body = json!({
                 "apiVersion": "sockwarden.io/v1alpha1",
                 "kind": "DockerAbuseFinding",
+                // Label values hold 63 characters; names may have 253 (the full ones are
+                // spec.policy and spec.node).
                 "metadata": {"name": key.1, "namespace": key.0, "labels": {
-                    POLICY_LABEL: e.spec.policy, NODE_LABEL: self.cfg.node,
+                    POLICY_LABEL: label_value(&e.spec.policy),
+                    NODE_LABEL: label_value(&self.cfg.node),
                 }},
                 "spec": e.spec,
             });
@@ -258,7 +260,8 @@ impl FindingWriter {
                 }
             }
         }
-        let count = e.committed.unwrap_or(0) + e.pending;
+        // The stored count may have been written by anyone allowed to: never overflow on it.
+        let count = e.committed.unwrap_or(0).max(0).saturating_add(e.pending);
         let first_seen = e.first_seen.clone().unwrap_or(Time(e.first_pending));
         let body = json!({
             "apiVersion": "sockwarden.io/v1alpha1",
@@ -348,6 +351,44 @@ mod tests {
         ));
         assert_eq!(calls[1].body["status"]["count"], 1);
         assert_eq!(api.count("shop", "daf-1"), Some(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_policy_and_node_names_are_hashed_in_labels_and_kept_whole_in_the_spec() {
+        let api = ApiDouble::start();
+        let node = format!("node-{}", "n".repeat(200));
+        let policy = format!("policy-{}", "p".repeat(240));
+        let mut w = writer(
+            &api,
+            WriterConfig {
+                node: node.clone(),
+                ..Default::default()
+            },
+        );
+        let mut spec = finding_spec();
+        spec.policy = policy.clone();
+        spec.node = node.clone();
+        w.record("shop", "daf-1", spec, Timestamp::now());
+        w.flush().await;
+        let body = &api.calls()[0].body;
+        let labels = &body["metadata"]["labels"];
+        assert_eq!(labels["sockwarden.io/policy"], api::label_value(&policy));
+        assert_eq!(labels["sockwarden.io/node"], api::label_value(&node));
+        for l in ["sockwarden.io/policy", "sockwarden.io/node"] {
+            assert!(labels[l].as_str().unwrap().len() <= 63, "{l}: {labels}");
+        }
+        assert_eq!(body["spec"]["policy"], policy.as_str());
+        assert_eq!(body["spec"]["node"], node.as_str());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stored_count_at_the_top_of_i64_saturates_instead_of_overflowing() {
+        let api = ApiDouble::start();
+        api.preload("shop", "daf-1", i64::MAX);
+        let mut w = writer(&api, WriterConfig::default());
+        w.record_many("shop", "daf-1", finding_spec(), Timestamp::now(), 5);
+        assert_eq!(w.flush().await, 2);
+        assert_eq!(api.count("shop", "daf-1"), Some(i64::MAX));
     }
 
     #[tokio::test(start_paused = true)]
