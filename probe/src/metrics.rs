@@ -39,6 +39,8 @@ pub struct Metrics {
     pub findings_dropped: IntCounter,
     /// Cluster mode: findings not reported because a policy exempts them.
     pub exempt: IntCounterVec,
+    /// Cluster mode: new finding keys refused because their container holds its maximum.
+    pub finding_keys_capped: IntCounter,
     /// Cluster mode: policies present but not applied (not accepted, or invalid).
     pub policies_invalid: IntGauge,
     /// Cluster mode: this node's pods no applied policy selects.
@@ -157,6 +159,11 @@ impl Metrics {
             ),
             &["policy"],
         )?;
+        let finding_keys_capped = IntCounter::new(
+            "sockwarden_probe_finding_keys_capped_total",
+            "New finding keys refused because their container already holds its maximum",
+        )?;
+        registry.register(Box::new(finding_keys_capped.clone()))?;
         let policies_invalid = IntGauge::new(
             "sockwarden_probe_policies_invalid",
             "Policies not applied: not accepted by the operator for their current generation, or invalid",
@@ -219,6 +226,7 @@ impl Metrics {
             enrichment_misses,
             findings_dropped,
             exempt,
+            finding_keys_capped,
             policies_invalid,
             pods_out_of_scope,
             out_of_scope,

@@ -717,10 +717,19 @@ const DRAIN_BATCH: usize = 4096;
 /// At shutdown, more than a full ring's worth of batches.
 const FINAL_DRAIN_BATCHES: usize = 8;
 
-/// Handles up to [`DRAIN_BATCH`] records; true when the ring is empty.
+/// Longest a turn handles records before handing its findings over: a ring that never
+/// empties must not hold back the writer.
+const HAND_OVER_EVERY: Duration = Duration::from_millis(200);
+
+/// Handles up to [`DRAIN_BATCH`] records, or as many as fit in [`HAND_OVER_EVERY`], then hands
+/// the findings over; true when the ring is empty.
 fn drain<S: FindingSink>(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline<S>) -> bool {
     let mut emptied = false;
-    for _ in 0..DRAIN_BATCH {
+    let started = std::time::Instant::now();
+    for i in 0..DRAIN_BATCH {
+        if i % 64 == 63 && started.elapsed() >= HAND_OVER_EVERY {
+            break;
+        }
         match ring.next() {
             Some(item) => {
                 pipeline.handle(&item);

@@ -4,7 +4,11 @@
 //! the first time, then at most once per `per_key_interval`; all keys share a token bucket
 //! (`rate_per_sec`, `burst`). A failed write keeps its increments, which merge with new ones,
 //! and is retried with exponential backoff, so the count is exact once the API recovers. The
-//! number of keys is bounded (`max_keys`); a new key beyond it is dropped and counted.
+//! number of keys is bounded (`max_keys`); a new key beyond it is dropped and counted. So
+//! that one container cannot crowd out the others (a pod running thousands of differently
+//! named binaries), each container holds at most `max_keys_per_container` keys, beyond which
+//! its new keys are counted in `sockwarden_probe_finding_keys_capped_total`; a container's
+//! first key is always taken, even past `max_keys`.
 //!
 //! The count is absolute, not incremented: the first write of a key in this process applies
 //! the spec (server-side apply), which returns the object with its current count; every
@@ -33,6 +37,7 @@ pub struct WriterConfig {
     pub rate_per_sec: f64,
     pub burst: f64,
     pub max_keys: usize,
+    pub max_keys_per_container: usize,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
     pub node: String,
@@ -45,6 +50,7 @@ impl Default for WriterConfig {
             rate_per_sec: 20.0,
             burst: 50.0,
             max_keys: 10_000,
+            max_keys_per_container: 64,
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
             node: String::new(),
@@ -71,6 +77,8 @@ pub struct FindingWriter {
     client: Client,
     cfg: WriterConfig,
     entries: HashMap<Key, Entry>,
+    /// Keys held per container id.
+    per_container: HashMap<String, usize>,
     tokens: f64,
     refilled: Instant,
     metrics: Arc<Metrics>,
@@ -93,6 +101,7 @@ impl FindingWriter {
             refilled: Instant::now(),
             cfg,
             entries: HashMap::new(),
+            per_container: HashMap::new(),
             metrics,
         }
     }
@@ -132,14 +141,24 @@ impl FindingWriter {
             self.metrics.pending_increments.add(count);
             return Recorded::Merged;
         }
-        if self.entries.len() >= self.cfg.max_keys {
-            // Forget keys with nothing pending (their count lives in the API) before refusing.
-            self.entries.retain(|_, e| e.pending > 0);
+        let container = spec.container.id.clone();
+        let held = self.per_container.get(&container).copied().unwrap_or(0);
+        if held >= self.cfg.max_keys_per_container.max(1) {
+            self.forget_written();
+        }
+        let held = self.per_container.get(&container).copied().unwrap_or(0);
+        if held >= self.cfg.max_keys_per_container.max(1) {
+            self.metrics.finding_keys_capped.inc();
+            return Recorded::Dropped;
+        }
+        if self.entries.len() >= self.cfg.max_keys && held > 0 {
+            self.forget_written();
             if self.entries.len() >= self.cfg.max_keys {
                 self.metrics.findings_dropped.inc();
                 return Recorded::Dropped;
             }
         }
+        *self.per_container.entry(container).or_default() += 1;
         self.entries.insert(
             key,
             Entry {
@@ -157,6 +176,19 @@ impl FindingWriter {
         self.metrics.write_queue_depth.inc();
         self.metrics.pending_increments.add(count);
         Recorded::New
+    }
+
+    /// Forgets keys with nothing pending (their count lives in the API; a later occurrence
+    /// reads it back), and recounts the keys per container.
+    fn forget_written(&mut self) {
+        self.entries.retain(|_, e| e.pending > 0);
+        self.per_container.clear();
+        for e in self.entries.values() {
+            *self
+                .per_container
+                .entry(e.spec.container.id.clone())
+                .or_default() += 1;
+        }
     }
 
     /// Recounts the queue gauges from the entries (after writes; `record` keeps them current
@@ -477,6 +509,65 @@ mod tests {
             stored["spec"],
             serde_json::to_value(finding_spec()).unwrap()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_container_with_thousands_of_programs_cannot_crowd_out_another_containers_finding()
+    {
+        let api = ApiDouble::start();
+        let mut w = writer(
+            &api,
+            WriterConfig {
+                max_keys: 100,
+                max_keys_per_container: 8,
+                ..Default::default()
+            },
+        );
+        api.fail_next(100_000, 503); // the API is down: nothing leaves the queue
+        for i in 0..10_000 {
+            let mut spec = finding_spec();
+            spec.process.comm = format!("prog-{i}");
+            let r = w.record("shop", &format!("daf-a-{i}"), spec, Timestamp::now());
+            assert_eq!(
+                r,
+                if i < 8 {
+                    Recorded::New
+                } else {
+                    Recorded::Dropped
+                },
+                "{i}"
+            );
+        }
+        assert_eq!(w.metrics.finding_keys_capped.get(), 10_000 - 8);
+        // Other containers fill the global bound ...
+        for c in 0..92 {
+            let mut spec = finding_spec();
+            spec.container.id = format!("filler-{c}");
+            assert_eq!(
+                w.record("shop", &format!("daf-f-{c}"), spec, Timestamp::now()),
+                Recorded::New
+            );
+        }
+        // ... and a container's first finding is still taken, and written once the API is back.
+        let mut other = finding_spec();
+        other.container.id = "c2".into();
+        assert_eq!(
+            w.record("bank", "daf-b", other.clone(), Timestamp::now()),
+            Recorded::New
+        );
+        let mut second = other;
+        second.process.comm = "sh".into();
+        assert_eq!(
+            w.record("bank", "daf-b2", second, Timestamp::now()),
+            Recorded::Dropped,
+            "past the global bound only a container's first key is taken"
+        );
+        api.fail_next(0, 503);
+        for _ in 0..40 {
+            w.flush().await;
+            tokio::time::advance(Duration::from_secs(5)).await;
+        }
+        assert_eq!(api.count("bank", "daf-b"), Some(1));
     }
 
     #[tokio::test(start_paused = true)]
