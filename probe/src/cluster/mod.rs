@@ -627,6 +627,80 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn findings_the_reader_hands_over_after_shutdown_began_are_still_written() {
+        let mut fx = fixture();
+        for i in 0..20 {
+            fx.pods
+                .apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
+                    &format!("web-{i}"),
+                    &format!("pod-uid-{i}"),
+                    &[("app", &format!("cid-{i}"))],
+                    &[],
+                )));
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let sink = tokio::spawn(run_sink(
+            rx,
+            fx.sink,
+            std::future::ready(()),
+            stop_rx,
+            Duration::from_secs(5),
+        ));
+        // Shutdown begins; the reader's final drain then hands over what it read.
+        stop_tx.send(true).unwrap();
+        tokio::task::yield_now().await;
+        for i in 0..20 {
+            tx.send(container_finding(&format!("cid-{i}")))
+                .await
+                .unwrap();
+        }
+        drop(tx); // the reader is done
+        sink.await.unwrap();
+        assert_eq!(
+            written(&fx.api).len(),
+            20,
+            "every finding read before exit is written"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_is_judged_before_the_caches_have_synced() {
+        let fx = fixture();
+        let (tx, rx) = mpsc::channel(64);
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let (synced_tx, synced_rx) = tokio::sync::oneshot::channel::<()>();
+        let api = fx.api.clone();
+        let mut pods = fx.pods;
+        let sink = tokio::spawn(run_sink(
+            rx,
+            fx.sink,
+            async move {
+                let _ = synced_rx.await;
+            },
+            stop_rx,
+            Duration::from_secs(1),
+        ));
+        tx.send(container_finding("cid-1")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            api.calls().is_empty(),
+            "judged before the caches synced: {:?}",
+            api.calls()
+        );
+        pods.apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
+            "web-1",
+            "pod-uid-1",
+            &[("app", "cid-1")],
+            &[],
+        )));
+        synced_tx.send(()).unwrap();
+        drop(tx);
+        sink.await.unwrap();
+        assert_eq!(written(&api).len(), 1);
+    }
+
+    #[tokio::test]
     async fn forwarder_coalesces_repeats_and_keeps_what_the_queue_cannot_take() {
         let (tx, mut rx) = mpsc::channel(1);
         let metrics = Arc::new(Metrics::new().unwrap());
