@@ -201,6 +201,8 @@ eventually 30 "the policy's status: Accepted and Ready, nodes 1/1, findings coun
   eval '[ "$(jp dsp web-enforce -o jsonpath="{.status.conditions[?(@.type==\"Accepted\")].status}/{.status.conditions[?(@.type==\"Ready\")].status}/{.status.nodes.desired}/{.status.nodes.ready}")" = True/True/1/1 ] && ge "$(jp dsp web-enforce -o jsonpath={.status.findings.total})" 1'
 check "the probe exports sockwarden_probe_findings_total for the attacking pod" \
   eval 'metrics 9464 | grep -E "^sockwarden_probe_findings_total\{.*namespace=\"shop\".*pod=\"$web_pod\"" | grep -q .'
+check "the probe proved it sees: its self-test's canary connect came back through the kernel" \
+  eval 'metrics 9464 | grep -qE "^sockwarden_probe_self_test_last_success_timestamp_seconds [1-9]" && metrics 9464 | grep -q "^sockwarden_probe_self_test_failures_total 0"'
 
 # ---------------------------------------------------------------- the first connect of a new pod
 check "a pod that connects once, the instant its container starts" k apply -f $tb/manifests/oneshot.yaml
@@ -329,10 +331,21 @@ eventually 120 "the counter's finding reaches exactly 20" count_is shop counter-
 sleep 5
 check "and stays at 20, in one object" eval 'count_is shop counter- 20 && [ "$(findings_for shop counter-)" = 1 ]'
 
-# The probe pod is deleted: the DaemonSet's new pod continues the counts in the same objects.
+# The probe is killed outright (SIGKILL: no drain, no goodbye): the kubelet restarts it and
+# the counts continue in the same objects.
 eventually 120 "the probe is Ready again after the outage" probe_ready
-bare_count=$(finding_count shop bare)
 probe_pod=$(pod_named $ns sockwarden-probe)
+restart_count() { k get pod -n $ns "$probe_pod" -o jsonpath='{.status.containerStatuses[0].restartCount}'; }
+restarts=$(restart_count)
+bare_count=$(finding_count shop bare)
+check "the probe process is killed with SIGKILL" pkill -KILL -f "sockwarden-probe run"
+eventually 120 "the kubelet restarts it and it is Ready again (self-test passed, caches synced)" \
+  eval '[ "$(restart_count)" -gt "$restarts" ] && probe_ready'
+eventually 60 "after the kill the bare pod's finding continues from its count (same object, count grows)" \
+  eval 'count_grows shop bare "$bare_count" && [ "$(findings_for shop bare)" = 1 ]'
+
+# The probe pod is deleted: the DaemonSet's new pod continues the counts in the same objects.
+bare_count=$(finding_count shop bare)
 check "the probe pod is deleted" k delete pod -n $ns "$probe_pod" --wait=false
 eventually 120 "the DaemonSet's new probe pod is Ready" eval 'p=$(pod_named $ns sockwarden-probe) && [ "$p" != "$probe_pod" ] && probe_ready'
 eventually 60 "the bare pod's finding continues from its count (same object, count grows)" \
