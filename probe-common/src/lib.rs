@@ -47,6 +47,9 @@ pub struct Event {
     pub cgroup_id: u64,
     /// `bpf_ktime_get_ns` at the hook: lets the probe measure detection latency.
     pub ktime_ns: u64,
+    /// When the calling process started (its thread-group leader's `start_boottime`, ns since
+    /// boot; 0 = unknown): with the pid, it names one process even after the pid is reused.
+    pub start_ns: u64,
     /// Kernel-encoded device (`major << 20 | minor`) of the watched socket file.
     pub dev: u64,
     /// Inode of the watched socket file (0 for `OPEN`: resolved in user space).
@@ -112,6 +115,10 @@ pub struct KernelOffsets {
     pub inode_mode: u32,
     /// `socket.sk`
     pub socket_sk: u32,
+    /// `task_struct.group_leader`
+    pub task_group_leader: u32,
+    /// `task_struct.start_boottime` (0: unknown, the start time is not read)
+    pub task_start_boottime: u32,
     pub _pad: u32,
 }
 

@@ -72,6 +72,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     file_flags: 0,
     inode_mode: 0,
     socket_sk: 0,
+    task_group_leader: 0,
+    task_start_boottime: 0,
     _pad: 0,
 };
 
@@ -184,6 +186,13 @@ fn fill_task(event: *mut Event, kind: u32, task: u64, mnt_ns: u32, pid_ns: u32) 
     } else {
         read(parent, rodata!(OFFSETS.task_tgid)).unwrap_or(0)
     };
+    let start_ns: u64 = match (
+        rodata!(OFFSETS.task_start_boottime),
+        read::<u64>(task, rodata!(OFFSETS.task_group_leader)),
+    ) {
+        (0, _) | (_, None) | (_, Some(0)) => 0,
+        (offset, Some(leader)) => read(leader, offset).unwrap_or(0),
+    };
     unsafe {
         addr_of_mut!((*event).kind).write(kind);
         addr_of_mut!((*event).flags).write(0);
@@ -199,6 +208,7 @@ fn fill_task(event: *mut Event, kind: u32, task: u64, mnt_ns: u32, pid_ns: u32) 
         addr_of_mut!((*event).path_len).write(0);
         addr_of_mut!((*event).cgroup_id).write(bpf_get_current_cgroup_id());
         addr_of_mut!((*event).ktime_ns).write(bpf_ktime_get_ns());
+        addr_of_mut!((*event).start_ns).write(start_ns);
         addr_of_mut!((*event).dev).write(0);
         addr_of_mut!((*event).ino).write(0);
         let comm = addr_of_mut!((*event).comm) as *mut u8;

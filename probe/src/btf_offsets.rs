@@ -135,6 +135,13 @@ impl KernelBtf {
             file_flags: self.offset("file", "f_flags")?,
             inode_mode: self.offset("inode", "i_mode")?,
             socket_sk: self.offset("socket", "sk")?,
+            task_group_leader: self.offset("task_struct", "group_leader")?,
+            // Named real_start_time before 5.5; without either, process details are read
+            // by pid alone.
+            task_start_boottime: self
+                .offset("task_struct", "start_boottime")
+                .or_else(|_| self.offset("task_struct", "real_start_time"))
+                .unwrap_or(0),
             _pad: 0,
         })
     }

@@ -38,6 +38,8 @@ pub struct SocketEvent {
     /// Requested path, if the hook could read it.
     pub path: Option<String>,
     pub ktime_ns: u64,
+    /// When the process started (ns since boot; 0 = unknown).
+    pub start_ns: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +100,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         ret: e.ret,
         path,
         ktime_ns: e.ktime_ns,
+        start_ns: e.start_ns,
     }))
 }
 

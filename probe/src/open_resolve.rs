@@ -140,6 +140,7 @@ mod tests {
             ret: -6,
             path: Some(path.into()),
             ktime_ns: 0,
+            start_ns: 0,
         }
     }
 

@@ -87,7 +87,7 @@ pub struct Pipeline<S: FindingSink> {
     pub metrics: Arc<Metrics>,
     pub proc_root: PathBuf,
     pub sink: S,
-    pub proc_cache: HashMap<u32, (Instant, ProcDetails)>,
+    pub proc_cache: HashMap<(u32, u64), (Instant, ProcDetails)>,
     /// The self-test's socket: its events prove the probe sees, and are never findings.
     pub canary: Option<Arc<Canary>>,
 }
@@ -172,7 +172,7 @@ impl<S: FindingSink> Pipeline<S> {
             ..
         } = self;
         let Some(finding) = decider.decide(&ev, &socket, identity, cgroup_path, || {
-            proc_details(proc_cache, proc_root, ev.pid)
+            proc_details(proc_cache, proc_root, ev.pid, ev.start_ns)
         }) else {
             return false;
         };
@@ -190,23 +190,25 @@ impl<S: FindingSink> Pipeline<S> {
 }
 
 /// `/proc` details, reused for a process's events within a short window (a flood from one
-/// process must not cost two file reads per event).
+/// process must not cost two file reads per event). Keyed by pid and start time, so a reused
+/// pid never gets another process's details.
 fn proc_details(
-    cache: &mut HashMap<u32, (Instant, ProcDetails)>,
+    cache: &mut HashMap<(u32, u64), (Instant, ProcDetails)>,
     proc_root: &std::path::Path,
     pid: u32,
+    start_ns: u64,
 ) -> ProcDetails {
     let now = Instant::now();
-    if let Some((at, details)) = cache.get(&pid) {
+    if let Some((at, details)) = cache.get(&(pid, start_ns)) {
         if now.duration_since(*at) < PROC_CACHE_TTL {
             return details.clone();
         }
     }
-    let details = procinfo::read(proc_root, pid);
+    let details = procinfo::read_started(proc_root, pid, start_ns);
     if cache.len() >= PROC_CACHE_MAX {
         cache.retain(|_, (at, _)| now.duration_since(*at) < PROC_CACHE_TTL);
     }
-    cache.insert(pid, (now, details.clone()));
+    cache.insert((pid, start_ns), (now, details.clone()));
     details
 }
 

@@ -10,6 +10,48 @@ pub struct ProcDetails {
     pub cmdline: Option<String>,
 }
 
+/// When `pid` started, in clock ticks since boot (`/proc/PID/stat` field 22).
+pub fn start_ticks(proc_root: &Path, pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Clock ticks per second (`CLK_TCK`), the unit of `/proc/PID/stat` times.
+fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        n if n > 0 => n as u64,
+        _ => 100,
+    }
+}
+
+/// The details of the process `pid` that started at `start_ns` (ns since boot, as the kernel
+/// reported it with the event; 0 = unknown): nothing when `/proc/PID` is another process by
+/// now (the pid was reused), rather than another program's exe and command line.
+pub fn read_started(proc_root: &Path, pid: u32, start_ns: u64) -> ProcDetails {
+    let same = |proc_root: &Path| {
+        start_ns == 0 || {
+            let expected = start_ns / (1_000_000_000 / ticks_per_second());
+            start_ticks(proc_root, pid).is_some_and(|t| t.abs_diff(expected) <= 1)
+        }
+    };
+    let nothing = ProcDetails {
+        exe: None,
+        cmdline: None,
+    };
+    if !same(proc_root) {
+        return nothing;
+    }
+    let details = read(proc_root, pid);
+    // Checked again after: a process replaced while it was being read is not believed.
+    if !same(proc_root) {
+        return nothing;
+    }
+    details
+}
+
 pub fn read(proc_root: &Path, pid: u32) -> ProcDetails {
     let dir = proc_root.join(pid.to_string());
     let exe = std::fs::read_link(dir.join("exe"))
@@ -50,6 +92,20 @@ mod tests {
         assert!(me.exe.unwrap().contains("probe"));
         assert!(!me.cmdline.unwrap().contains('\0'));
         assert!(namespace_inum(Path::new("/proc/self/ns/mnt")).unwrap() > 0);
+    }
+
+    #[test]
+    fn details_are_those_of_the_process_that_started_when_the_kernel_said() {
+        let me = std::process::id();
+        let ticks = start_ticks(Path::new("/proc"), me).unwrap();
+        let ns = ticks * (1_000_000_000 / ticks_per_second());
+        let same = read_started(Path::new("/proc"), me, ns);
+        assert!(same.exe.unwrap().contains("probe"));
+        // Another process under this pid (started 10 s later): nothing is lent to it.
+        let other = read_started(Path::new("/proc"), me, ns + 10_000_000_000);
+        assert!(other.exe.is_none() && other.cmdline.is_none());
+        // Unknown start time: by pid alone, as before.
+        assert!(read_started(Path::new("/proc"), me, 0).exe.is_some());
     }
 
     #[test]
