@@ -163,6 +163,39 @@ fn the_probe_proves_it_sees_and_says_when_it_has_nothing_to_watch() {
     assert!(probe.terminate().success());
 }
 
+#[test]
+fn a_findings_process_details_are_those_of_the_process_that_connected() {
+    if !common::environment_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("docker.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let probe = common::Probe::start(
+        &[
+            "--include-host".into(),
+            "--no-default-sockets".into(),
+            "--socket".into(),
+            format!("{}=docker", sock.display()),
+        ],
+        dir.path(),
+    );
+    // This test process connects and stays alive: the kernel's start time for it matches
+    // /proc, so its exe is read (a wrong start-time conversion would leave it empty).
+    let _conn = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let me = std::process::id() as u64;
+    let finding = probe
+        .wait_for(Duration::from_secs(10), |f| f["process"]["pid"] == me)
+        .unwrap_or_else(|| panic!("no finding for this process:\n{}", probe.log()));
+    let exe = std::env::current_exe().unwrap();
+    assert_eq!(
+        finding["process"]["exe"],
+        exe.display().to_string(),
+        "{finding}"
+    );
+    assert!(probe.terminate().success());
+}
+
 /// Loaded eBPF programs named like the probe's connect hook.
 fn our_programs() -> usize {
     aya::programs::loaded_programs()
