@@ -393,6 +393,21 @@ impl ClusterSink {
     }
 }
 
+/// Longest command line stored in a finding object (stdout keeps up to 4 KiB): objects stay
+/// small, and 10,000 findings queued during an API outage fit in memory.
+const MAX_SPEC_CMDLINE: usize = 1024;
+
+fn short_cmdline(c: &str) -> String {
+    if c.len() <= MAX_SPEC_CMDLINE {
+        return c.to_string();
+    }
+    let mut end = MAX_SPEC_CMDLINE;
+    while !c.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &c[..end])
+}
+
 pub fn spec_for(
     f: &Finding,
     meta: &PodMeta,
@@ -431,7 +446,7 @@ pub fn spec_for(
         process: ProcessRef {
             exe: f.process.exe.clone(),
             comm: f.process.comm.clone(),
-            cmdline: f.process.cmdline.clone(),
+            cmdline: f.process.cmdline.as_deref().map(short_cmdline),
             uid: f.process.uid,
         },
         // Enforcement ships with the enforcing backends; every finding so far is an audit.

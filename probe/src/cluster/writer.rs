@@ -230,15 +230,32 @@ impl FindingWriter {
         let elapsed = now.duration_since(self.refilled).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.cfg.rate_per_sec).min(self.cfg.burst);
         self.refilled = now;
-        let mut due: Vec<(Timestamp, Key)> = self
+        let mut due: Vec<(Timestamp, &str, Key)> = self
             .entries
             .iter()
             .filter(|(_, e)| e.pending > 0 && self.due_at(e).is_none_or(|t| t <= now))
-            .map(|(k, e)| (e.first_pending, k.clone()))
+            .map(|(k, e)| (e.first_pending, e.spec.container.id.as_str(), k.clone()))
             .collect();
         due.sort();
+        // Round robin over containers, the smallest backlog first, oldest first within each:
+        // a container with thousands of keys queued (an outage, a hostile pod) cannot make
+        // another container's first finding wait behind it.
+        let mut backlog: HashMap<&str, usize> = HashMap::new();
+        for (_, container, _) in &due {
+            *backlog.entry(container).or_default() += 1;
+        }
+        let mut turn: HashMap<&str, usize> = HashMap::new();
+        let mut order: Vec<(usize, usize, Timestamp, Key)> = due
+            .into_iter()
+            .map(|(at, container, key)| {
+                let n = turn.entry(container).or_default();
+                *n += 1;
+                (*n, backlog[container], at, key)
+            })
+            .collect();
+        order.sort();
         let mut calls = 0;
-        for (_, key) in due {
+        for (_, _, _, key) in order {
             if self.tokens < 1.0 {
                 break;
             }
@@ -568,6 +585,30 @@ mod tests {
             tokio::time::advance(Duration::from_secs(5)).await;
         }
         assert_eq!(api.count("bank", "daf-b"), Some(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_an_outage_a_new_containers_first_finding_is_written_before_anothers_backlog() {
+        let api = ApiDouble::start();
+        let mut w = writer(
+            &api,
+            WriterConfig {
+                rate_per_sec: 1.0,
+                burst: 1.0,
+                ..Default::default()
+            },
+        );
+        for i in 0..30 {
+            let mut spec = finding_spec();
+            spec.process.comm = format!("prog-{i}");
+            w.record("shop", &format!("daf-a-{i}"), spec, Timestamp::now());
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let mut other = finding_spec();
+        other.container.id = "c2".into();
+        w.record("bank", "daf-b", other, Timestamp::now());
+        w.flush().await; // one token: one key
+        assert_eq!(api.count("bank", "daf-b"), Some(1), "{:?}", api.findings());
     }
 
     #[tokio::test(start_paused = true)]
