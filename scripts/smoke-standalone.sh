@@ -13,6 +13,8 @@ cleanup() {
 trap cleanup EXIT
 
 bash scripts/attacker-image.sh sockwarden-smoke:latest
+# Built first, so that the wait below is for the probe's start, not for a cold compile.
+cargo build --release -p probe --bins
 
 bash scripts/run.sh --format json --listen 127.0.0.1:0 >"$work/findings.json" 2>"$work/probe.log" &
 probe_pid=$!
