@@ -3,6 +3,9 @@ mod common;
 
 use std::{os::unix::process::CommandExt, process::Command, time::Duration};
 
+/// Tests that attach a probe run one at a time: one counts the programs attached.
+static ATTACHED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn probe() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sockwarden-probe"))
 }
@@ -95,6 +98,7 @@ fn sigterm_detaches_and_exits_zero() {
     if !common::environment_ready() {
         return;
     }
+    let _one_at_a_time = ATTACHED.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let probe = common::Probe::start(&[], dir.path());
     assert_eq!(
@@ -117,6 +121,7 @@ fn the_probe_proves_it_sees_and_says_when_it_has_nothing_to_watch() {
     if !common::environment_ready() {
         return;
     }
+    let _one_at_a_time = ATTACHED.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-dir/docker.sock");
     let probe = common::Probe::start(
@@ -168,6 +173,7 @@ fn a_findings_process_details_are_those_of_the_process_that_connected() {
     if !common::environment_ready() {
         return;
     }
+    let _one_at_a_time = ATTACHED.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("docker.sock");
     let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
