@@ -16,6 +16,19 @@ pub use finding::*;
 pub use names::{label_value, short_digest};
 pub use policy::*;
 
+/// At most `max` bytes of `s` (on a character boundary), marked `…` when cut: a value a
+/// workload chose must not make a status message, Event or finding object huge.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// The API group.
 pub const GROUP: &str = "sockwarden.io";
 /// Label on a finding naming the policy it was reported under; its value is

@@ -8,18 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 /// Longest socket path: `sun_path` holds 108 bytes including the terminating NUL.
 pub const MAX_SOCKET_PATH: usize = 107;
 
-/// At most `max` bytes of `s` (on a character boundary), marked when cut: a hostile value
-/// must not make a status message or Event huge.
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
+use crate::truncate;
 
 fn dns1123_label(s: &str) -> bool {
     !s.is_empty()

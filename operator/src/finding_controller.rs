@@ -26,7 +26,7 @@ use kube::{
 use crate::{
     context::{Context, Error, EventTarget},
     events::{event_name, NewEvent},
-    policy_controller::{retry_after, truncate},
+    policy_controller::retry_after,
     retention::{count, evicted, expires_at, seen_at, ttl_secs},
 };
 
@@ -147,7 +147,7 @@ pub(crate) fn describe(f: &DockerAbuseFinding) -> String {
         .clone()
         .unwrap_or_else(|| f.spec.process.comm.clone());
     let count = f.status.as_ref().map_or(1, |s| s.count);
-    truncate(
+    api::truncate(
         &format!(
             "container {} of pod {}/{} (process {process}, uid {}) {op} the {} socket {}{verb}; seen {count} time(s); finding {}",
             f.spec.container.name,

@@ -29,7 +29,7 @@ use crate::{
     events::{event_name, NewEvent},
     retention::{count, seen_at},
 };
-use api::validate::validate;
+use api::{truncate, validate::validate};
 
 const HEALTHY_REQUEUE: Duration = Duration::from_secs(60);
 const DEGRADED_REQUEUE: Duration = Duration::from_secs(15);
@@ -246,17 +246,6 @@ async fn patch_status(
     )
     .await?;
     Ok(())
-}
-
-pub fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 /// Transient errors (conflicts, throttling, server errors, timeouts) retry soon; the rest

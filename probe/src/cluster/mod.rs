@@ -398,14 +398,7 @@ impl ClusterSink {
 const MAX_SPEC_CMDLINE: usize = 1024;
 
 fn short_cmdline(c: &str) -> String {
-    if c.len() <= MAX_SPEC_CMDLINE {
-        return c.to_string();
-    }
-    let mut end = MAX_SPEC_CMDLINE;
-    while !c.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &c[..end])
+    api::truncate(c, MAX_SPEC_CMDLINE)
 }
 
 pub fn spec_for(
