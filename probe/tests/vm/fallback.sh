@@ -23,7 +23,7 @@ sleep 0.5
 /bin/sockwarden-probe run --no-default-sockets --socket /run/docker.sock=docker \
   --format json --listen 127.0.0.1:$PORT >/tmp/findings.json 2>/tmp/probe.log &
 PROBE=$!
-if wait_for /tmp/probe.log "watching socket" 180; then
+if wait_for /tmp/probe.log "serving /healthz" 180; then
   chosen=$(grep "backend chosen" /tmp/probe.log | tr '\n' ' ')
   echo "SWINFO chosen: $chosen"
   if echo "$chosen" | grep -q "backend=lsm"; then
@@ -50,7 +50,8 @@ kill $PROBE; wait $PROBE 2>/dev/null
 /bin/sockwarden-probe run --backend lsm --no-default-sockets --socket /run/docker.sock=docker \
   --format json --listen 127.0.0.1:$PORT >/tmp/findings.json 2>/tmp/probe.log &
 PROBE=$!
-if wait_for /tmp/probe.log "watching socket" 180; then
+# "serving" is logged once the health listener is bound (after the sockets are armed).
+if wait_for /tmp/probe.log "serving /healthz" 180; then
   sleep 1
   body=$(wget -q -O - "http://127.0.0.1:$PORT/readyz" 2>&1; true)
   code=$(wget -S -O /dev/null "http://127.0.0.1:$PORT/readyz" 2>&1 | grep -o "HTTP/1.1 [0-9]*" | tail -n1)
