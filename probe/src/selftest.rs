@@ -9,7 +9,7 @@
 //! count, so a workload cannot keep a blind probe looking healthy by connecting itself.
 use std::{
     collections::HashSet,
-    os::unix::{fs::MetadataExt, net::UnixListener, process::CommandExt},
+    os::unix::{net::UnixListener, process::CommandExt},
     path::{Path, PathBuf},
     process::Command,
     sync::{
@@ -23,7 +23,7 @@ use anyhow::Context as _;
 
 use crate::{
     event::{Operation, SocketEvent},
-    rootfs::FileId,
+    rootfs::{self, FileId},
 };
 
 /// How often the canary is connected to while running.
@@ -54,12 +54,9 @@ impl Canary {
         let listener = UnixListener::bind(&path)
             .with_context(|| format!("binding the canary socket {}", path.display()))?;
         listener.set_nonblocking(true)?;
-        let meta = std::fs::metadata(&path)?;
-        let id = FileId {
-            kernel_dev: (libc::major(meta.dev()) as u64) << 20 | libc::minor(meta.dev()) as u64,
-            ino: meta.ino(),
-            is_socket: true,
-        };
+        // The identity the kernel reports for it, as for every watched socket.
+        let id = rootfs::resolve(Path::new("/"), &path)
+            .with_context(|| format!("reading the identity of {}", path.display()))?;
         Ok(Self {
             path,
             listener,
