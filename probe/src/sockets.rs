@@ -16,7 +16,7 @@ use std::{
     sync::Arc,
 };
 
-use api::{DockerSocketPolicy, Runtime};
+use api::{compiled::PolicySet, DockerSocketPolicy, Runtime};
 use kube::ResourceExt;
 
 use crate::rootfs::{self, FileId};
@@ -127,13 +127,18 @@ pub fn runtime_name(runtime: Runtime) -> &'static str {
     }
 }
 
-/// (policy name, path, runtime) of every socket the applied policies name (accepted by the
-/// operator and valid: the same rule as [`api::compiled::PolicySet`]), by policy name then in
-/// each policy's order.
-fn named_sockets(policies: &[Arc<DockerSocketPolicy>]) -> Vec<(String, String, Runtime)> {
+/// (policy name, path, runtime) of every socket the policies `set` applies name (accepted by
+/// the operator and valid, compiled once per generation), by policy name then in each
+/// policy's order.
+fn named_sockets(
+    set: &mut PolicySet,
+    policies: &[Arc<DockerSocketPolicy>],
+) -> Vec<(String, String, Runtime)> {
+    set.refresh(policies);
+    let applied: HashSet<&str> = set.applied().iter().map(|p| p.name.as_str()).collect();
     let mut named: Vec<(String, String, Runtime)> = policies
         .iter()
-        .filter(|p| api::compiled::accepted(p) && api::validate::validate(&p.spec).is_empty())
+        .filter(|p| applied.contains(p.name_any().as_str()))
         .flat_map(|p| {
             let policy = p.name_any();
             p.spec
@@ -172,7 +177,7 @@ fn specs_of(named: &[(String, String, Runtime)]) -> Vec<SocketSpec> {
 /// The sockets `policies` name, validated (invalid paths are skipped with a warning), one
 /// spec per path.
 pub fn policy_specs(policies: &[Arc<DockerSocketPolicy>]) -> Vec<SocketSpec> {
-    specs_of(&named_sockets(policies))
+    specs_of(&named_sockets(&mut PolicySet::default(), policies))
 }
 
 /// Follows the sockets policies name: each pass compares the policies' socket lists with the
@@ -181,12 +186,13 @@ pub fn policy_specs(policies: &[Arc<DockerSocketPolicy>]) -> Vec<SocketSpec> {
 #[derive(Default)]
 pub struct PolicySockets {
     last: Vec<(String, String, Runtime)>,
+    set: PolicySet,
 }
 
 impl PolicySockets {
     /// The specs to arm, when the policies' sockets differ from the last call's.
     pub fn update(&mut self, policies: &[Arc<DockerSocketPolicy>]) -> Option<Vec<SocketSpec>> {
-        let named = named_sockets(policies);
+        let named = named_sockets(&mut self.set, policies);
         if named == self.last {
             return None;
         }
