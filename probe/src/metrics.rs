@@ -10,6 +10,11 @@ pub struct Metrics {
     /// Matched kernel events, by operation and runtime (before the host/container decision).
     pub events: IntCounterVec,
     pub findings: IntCounterVec,
+    /// Unix time of the latest finding per label set of `findings`: what the detection
+    /// alert compares with the present. A counter cannot carry a pod's first finding (its
+    /// series is born at 1 or more, and a restarted probe may land on the same count), a
+    /// timestamp that moved into the alert window always does.
+    pub finding_last_seen: GaugeVec,
     /// Ring-buffer reservation failures in the kernel, by ring (`connects`, `events`):
     /// events lost, never silently.
     pub ringbuf_drops: IntCounterVec,
@@ -75,6 +80,13 @@ impl Metrics {
             Opts::new(
                 "sockwarden_probe_findings_total",
                 "Findings reported, by namespace, pod, operation, runtime and action",
+            ),
+            &["namespace", "pod", "operation", "runtime", "action"],
+        )?;
+        let finding_last_seen = GaugeVec::new(
+            Opts::new(
+                "sockwarden_probe_finding_last_seen_timestamp_seconds",
+                "Unix time of the latest finding, by namespace, pod, operation, runtime and action",
             ),
             &["namespace", "pod", "operation", "runtime", "action"],
         )?;
@@ -201,6 +213,7 @@ impl Metrics {
         registry.register(Box::new(exempt.clone()))?;
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(findings.clone()))?;
+        registry.register(Box::new(finding_last_seen.clone()))?;
         registry.register(Box::new(ringbuf_drops.clone()))?;
         registry.register(Box::new(decode_errors.clone()))?;
         registry.register(Box::new(open_unresolved.clone()))?;
@@ -211,6 +224,7 @@ impl Metrics {
             registry,
             events,
             findings,
+            finding_last_seen,
             ringbuf_drops,
             opens_rate_limited,
             decode_errors,
@@ -236,7 +250,8 @@ impl Metrics {
         })
     }
 
-    /// Counts a finding, keeping the (namespace, pod) label pairs bounded.
+    /// Counts a finding and stamps its last-seen time, keeping the (namespace, pod) label
+    /// pairs bounded.
     pub fn count_finding(
         &self,
         namespace: &str,
@@ -258,9 +273,13 @@ impl Metrics {
                 ("_other".to_string(), "_other".to_string())
             }
         };
-        self.findings
-            .with_label_values(&[&ns, &pod, operation, runtime, action])
-            .inc();
+        let labels = [ns.as_str(), pod.as_str(), operation, runtime, action];
+        self.findings.with_label_values(&labels).inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.finding_last_seen.with_label_values(&labels).set(now);
     }
 
     /// Brings the kernel-side counters up to the kernel's totals; returns the events lost
@@ -306,11 +325,49 @@ mod tests {
             .filter(|l| l.starts_with("sockwarden_probe_findings_total{"))
             .count();
         assert_eq!(series, MAX_POD_SERIES + 1);
+        let stamps = text
+            .lines()
+            .filter(|l| l.starts_with("sockwarden_probe_finding_last_seen_timestamp_seconds{"))
+            .count();
+        assert_eq!(
+            stamps,
+            MAX_POD_SERIES + 1,
+            "last-seen stamps share the bound"
+        );
         assert!(
             text.contains(
                 r#"namespace="_other",operation="connect",pod="_other",runtime="docker"} 50"#
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_first_finding_is_stamped_with_the_present_time() {
+        let m = Metrics::new().unwrap();
+        assert!(
+            !m.render()
+                .contains("sockwarden_probe_finding_last_seen_timestamp_seconds{"),
+            "no series before a finding"
+        );
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        m.count_finding("shop", "web-1", "connect", "docker", "Audit");
+        let stamp = m
+            .finding_last_seen
+            .with_label_values(&["shop", "web-1", "connect", "docker", "Audit"])
+            .get();
+        assert!(
+            stamp >= before.floor() && stamp < before + 60.0,
+            "{stamp} vs {before}"
+        );
+        assert_eq!(
+            m.findings
+                .with_label_values(&["shop", "web-1", "connect", "docker", "Audit"])
+                .get(),
+            1
         );
     }
 

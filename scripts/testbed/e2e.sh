@@ -210,6 +210,14 @@ eventually 60 "its finding is judged by the app=web policy and names its service
   expect_finding shop web-once- "'/'.join([f['spec']['policy'], f['spec'].get('serviceAccount') or 'NONE', f['spec']['workload']['kind'], f['spec']['workload']['name']])" \
   "web-enforce/web-sa/Deployment/web-once"
 eventually 15 "its count is exactly 1" count_is shop web-once- 1
+# What SockwardenRuntimeSocketAbuse reads (promtool tests cover the rule): a series born with
+# the pod's first finding, stamped with the time of that finding.
+last_seen_recent() {
+  metrics 9464 | awk -v now="$(date +%s)" '
+    /^sockwarden_probe_finding_last_seen_timestamp_seconds\{/ && /namespace="shop"/ && /pod="web-once-/ { if ($NF + 0 > now - 600 && $NF + 0 <= now + 5) ok = 1 }
+    END { exit !ok }'
+}
+check "its first finding is exported as a recent last-seen time for namespace shop and the web-once pod" last_seen_recent
 
 # ---------------------------------------------------------------- policy changes
 exempt='[{"op":"add","path":"/spec/exemptions","value":[{"namespaces":["shop"],"serviceAccounts":["shop/web-sa"]}]}]'
