@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Checks the Helm chart and the plain manifests: lint, render with default and example
-# values, assert what each value renders, refuse bad values, validate everything against the
-# Kubernetes schemas offline, security-lint with checkov (exceptions in
-# charts/sockwarden/.checkov.yaml), fail when deploy/ or the chart
+# values, assert what each value renders, refuse bad values, render as an umbrella chart's
+# dependency, validate everything against the Kubernetes schemas offline, security-lint with
+# checkov (exceptions in charts/sockwarden/.checkov.yaml), fail when deploy/ or the chart
 # README's values table is stale, and check the alerts and dashboard (scripts/check-alerts.sh).
 #
 # The last part checks the chart against the operator binary (OPERATOR_BIN, default
@@ -253,6 +253,34 @@ refuse "/metrics/podMonitor/labels" --set metrics.podMonitor.labels=release
 refuse "/dashboard/namespace" --set dashboard.namespace=Not_A_Namespace
 refuse "additional properties" --set dashboard.enable=true
 echo "[chart] bad values are refused"
+
+# As a dependency: an umbrella chart passes `global` to every subchart and this chart's
+# values under its name; the schema must accept the first and the second must take effect.
+umbrella="$work/umbrella"
+mkdir -p "$umbrella"
+version=$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["version"])' "$chart/Chart.yaml")
+cat >"$umbrella/Chart.yaml" <<YAML
+apiVersion: v2
+name: umbrella
+version: 0.0.1
+dependencies:
+- name: sockwarden
+  version: "$version"
+  repository: "file://$PWD/$chart"
+YAML
+cat >"$umbrella/values.yaml" <<'YAML'
+global: {foo: bar}
+sockwarden:
+  operator: {replicas: 3}
+  defaultPolicy: {mode: Enforce}
+YAML
+helm dependency build "$umbrella" >/dev/null
+helm template sockwarden "$umbrella" -n sockwarden-system >"$work/umbrella.yaml"
+expect umbrella '
+assert deploy["spec"]["replicas"] == 3, deploy["spec"]["replicas"]
+assert objs[("DockerSocketPolicy", "sockwarden-default")]["spec"]["mode"] == "Enforce"
+'
+echo "[chart] renders as a dependency, with global values and its own overrides"
 
 # Kubernetes schemas (strict), the operator-rendered DaemonSet included; the default policy
 # against the CRD's own schema.
