@@ -7,7 +7,8 @@ The convention, kept simple so that anyone adding a value gets it right:
   - every value that is not a non-empty map is a row, its default shown as inline JSON;
     a map written on one line (`requests: {cpu: 50m}`) and keys inside lists count as
     part of their value;
-  - a described map (a section) gets a row too, without a default.
+  - a described map (a section) gets a row too, without a default; a described map none of
+    whose keys is described is one row, with the whole map as its default.
 The table goes between `<!-- values:start -->` and `<!-- values:end -->`.
 
   scripts/chart-readme.py          rewrite the table
@@ -25,7 +26,7 @@ VALUES = ROOT / "charts/sockwarden/values.yaml"
 README = ROOT / "charts/sockwarden/README.md"
 START, END = "<!-- values:start -->", "<!-- values:end -->"
 SECTION = object()
-KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_.-]+|\"[^\"]+\"|'[^']+'):(?P<rest>.*)$")
+KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_./-]+|\"[^\"]+\"|'[^']+'):(?P<rest>.*)$")
 
 
 def rows(text):
@@ -57,10 +58,30 @@ def rows(text):
         inline = m["rest"].split(" #", 1)[0].strip()
         if isinstance(value, dict) and value and not inline:
             stack.append((indent, key))
-            if description:
-                out.append((path, SECTION, description))
+            out.append((path, SECTION, description, value))
         else:
-            out.append((path, value, description))
+            out.append((path, value, description, value))
+    return collapse(out)
+
+
+def collapse(entries):
+    """Sections: a described map without described keys becomes one row; an undescribed
+    map is not a row of its own (its keys are)."""
+    out = []
+    skip = None
+    for i, (path, value, description, raw) in enumerate(entries):
+        if skip and path.startswith(skip):
+            continue
+        skip = None
+        if value is SECTION:
+            inner = [e for e in entries[i + 1:] if e[0].startswith(path + ".")]
+            if description and not any(d for _, _, d, _ in inner):
+                out.append((path, raw, description))
+                skip = path + "."
+                continue
+            if not description:
+                continue
+        out.append((path, value, description))
     return out
 
 
