@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks the Helm chart and the plain manifests: lint, render with default and example
-# values, assert what each value renders, refuse bad values, validate everything against the
-# Kubernetes schemas offline, security-lint with checkov (exceptions in
-# charts/sockwarden/.checkov.yaml), and fail when deploy/ is stale.
+# values, assert what each value renders, refuse bad values, render as an umbrella chart's
+# dependency, validate everything against the Kubernetes schemas offline, security-lint with
+# checkov (exceptions in charts/sockwarden/.checkov.yaml), fail when deploy/ or the chart
+# README's values table is stale, and check the alerts and dashboard (scripts/check-alerts.sh).
 #
 # The last part checks the chart against the operator binary (OPERATOR_BIN, default
 # target/debug/sockwarden-operator): every flag the chart passes must exist, and the probe
@@ -31,10 +32,15 @@ for values in "$chart"/examples/*.yaml; do
   helm template sockwarden "$chart" -n sockwarden-system -f "$values" >"$work/$(basename "$values")"
   echo "[chart] renders with $values"
 done
-# Rendering with the Prometheus Operator present adds the PrometheusRule.
+# Rendering with the Prometheus Operator present adds the PrometheusRule. The detection alert
+# compares the probe's last-seen gauge with the window in seconds (an increase() of the counter
+# never sees a pod's first finding); scripts/check-alerts.sh tests how it behaves.
 helm template sockwarden "$chart" -n sockwarden-system --api-versions monitoring.coreos.com/v1/PrometheusRule >"$work/with-prometheus.yaml"
 grep -q "alert: SockwardenRuntimeSocketAbuse" "$work/with-prometheus.yaml"
-grep -q 'increase(sockwarden_probe_findings_total\[5m\])) > 0' "$work/with-prometheus.yaml"
+grep -qF '(sockwarden_probe_finding_last_seen_timestamp_seconds) > time() - 300' "$work/with-prometheus.yaml"
+if grep -q 'increase(sockwarden_probe_findings_total' "$work/with-prometheus.yaml"; then
+  echo "a rule uses increase() of sockwarden_probe_findings_total: it misses every pod's first finding" >&2; exit 1
+fi
 
 # What each value renders. `expect NAME 'python'` runs the assertions on $work/NAME.yaml, with
 # `objs` keyed by (kind, name), the operator Deployment (`deploy`), its pod spec (`pod`), its
@@ -141,6 +147,43 @@ assert pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDurin
 '
 echo "[chart] operator.nodeSelector, tolerations, affinity and priorityClassName render as given"
 
+# Monitoring: both monitors keep the probe's labels and set job/node (check-alerts.sh tests
+# the rules through them); objects go where asked, with the labels a Prometheus selects on.
+cat >"$work/monitoring-values.yaml" <<'YAML'
+metrics:
+  serviceMonitor: {enabled: true, namespace: monitoring, labels: {release: kps}, scrapeTimeout: 10s}
+  podMonitor: {enabled: true, labels: {release: kps}, interval: 15s}
+prometheusRule: {enabled: true, namespace: monitoring, labels: {release: kps}, findingWindow: 1h30m}
+dashboard: {enabled: true, namespace: grafana, annotations: {grafana_folder: Security}}
+YAML
+render monitoring -f "$work/monitoring-values.yaml"
+expect monitoring '
+sm, pm = objs[("ServiceMonitor", "sockwarden")], objs[("PodMonitor", "sockwarden")]
+rule, dash = objs[("PrometheusRule", "sockwarden")], objs[("ConfigMap", "sockwarden-dashboard")]
+assert sm["metadata"]["namespace"] == "monitoring" and pm["metadata"]["namespace"] == "sockwarden-system"
+assert rule["metadata"]["namespace"] == "monitoring" and dash["metadata"]["namespace"] == "grafana"
+for o in (sm, pm, rule):
+    assert o["metadata"]["labels"]["release"] == "kps", o["metadata"]["labels"]
+for m, eps in ((sm, sm["spec"]["endpoints"]), (pm, pm["spec"]["podMetricsEndpoints"])):
+    assert m["spec"]["namespaceSelector"] == {"matchNames": ["sockwarden-system"]}, m["spec"]
+    assert len(eps) == 1 and eps[0]["honorLabels"] is True, eps
+    assert {r["targetLabel"] for r in eps[0]["relabelings"]} == {"job", "node"}, eps[0]["relabelings"]
+assert sm["spec"]["endpoints"][0]["scrapeTimeout"] == "10s" and "scrapeTimeout" not in pm["spec"]["podMetricsEndpoints"][0]
+assert pm["spec"]["podMetricsEndpoints"][0]["interval"] == "15s"
+abuse = [r for g in rule["spec"]["groups"] for r in g["rules"] if r.get("alert") == "SockwardenRuntimeSocketAbuse"][0]
+assert abuse["expr"].endswith("> time() - 5400"), abuse["expr"]
+assert dash["metadata"]["labels"]["grafana_dashboard"] == "1" and dash["metadata"]["annotations"] == {"grafana_folder": "Security"}
+'
+expect default '
+assert not [k for k in objs if k[0] in ("ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap")], list(objs)
+'
+for w in 45s 5m 2h 1h1m1s; do
+  helm template sockwarden "$chart" --set prometheusRule.enabled=true --set prometheusRule.findingWindow=$w >"$work/window.yaml"
+  want=$(python3 -c 'import re,sys; print(sum(int(n)*{"s":1,"m":60,"h":3600}[u] for n,u in re.findall(r"(\d+)([smh])", sys.argv[1])))' $w)
+  grep -qF "> time() - $want" "$work/window.yaml" || { echo "findingWindow=$w does not render as $want seconds" >&2; exit 1; }
+done
+echo "[chart] monitors, PrometheusRule and dashboard render as the values say; findingWindow in seconds"
+
 # The findings admission policy: rendered only where the API server serves
 # ValidatingAdmissionPolicy (1.30+), never on the test bed's 1.20; the expressions
 # themselves are evaluated against allowed and forged requests by api/tests/admission.rs.
@@ -203,14 +246,48 @@ refuse "/operator/priorityClassName" --set operator.priorityClassName=Not_A_Name
 refuse "/operator/tolerations" --set operator.tolerations=none
 refuse "/admissionPolicy/enabled" --set admissionPolicy.enabled=yes
 refuse "additional properties" --set admissionPolicy.enable=true
+refuse "/prometheusRule/findingWindow" --set prometheusRule.findingWindow=1d
+refuse "/prometheusRule/findingWindow" --set prometheusRule.findingWindow=5
+refuse "/metrics/serviceMonitor/scrapeTimeout" --set metrics.serviceMonitor.scrapeTimeout=ten
+refuse "/metrics/podMonitor/labels" --set metrics.podMonitor.labels=release
+refuse "/dashboard/namespace" --set dashboard.namespace=Not_A_Namespace
+refuse "additional properties" --set dashboard.enable=true
 echo "[chart] bad values are refused"
+
+# As a dependency: an umbrella chart passes `global` to every subchart and this chart's
+# values under its name; the schema must accept the first and the second must take effect.
+umbrella="$work/umbrella"
+mkdir -p "$umbrella"
+version=$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["version"])' "$chart/Chart.yaml")
+cat >"$umbrella/Chart.yaml" <<YAML
+apiVersion: v2
+name: umbrella
+version: 0.0.1
+dependencies:
+- name: sockwarden
+  version: "$version"
+  repository: "file://$PWD/$chart"
+YAML
+cat >"$umbrella/values.yaml" <<'YAML'
+global: {foo: bar}
+sockwarden:
+  operator: {replicas: 3}
+  defaultPolicy: {mode: Enforce}
+YAML
+helm dependency build "$umbrella" >/dev/null
+helm template sockwarden "$umbrella" -n sockwarden-system >"$work/umbrella.yaml"
+expect umbrella '
+assert deploy["spec"]["replicas"] == 3, deploy["spec"]["replicas"]
+assert objs[("DockerSocketPolicy", "sockwarden-default")]["spec"]["mode"] == "Enforce"
+'
+echo "[chart] renders as a dependency, with global values and its own overrides"
 
 # Kubernetes schemas (strict), the operator-rendered DaemonSet included; the default policy
 # against the CRD's own schema.
 "$operator_bin" render-daemonset >"$work/daemonset.yaml"
 kubernetes-validate --strict --quiet "$work/default.yaml" "$work/with-prometheus.yaml" "$work/daemonset.yaml" crds/*.yaml \
   "$work/api-server.yaml" "$work/api-server-ipv6.yaml" "$work/operator-host-network.yaml" "$work/probe-host-network.yaml" \
-  "$work/scheduling.yaml" "$work/vap.yaml"
+  "$work/scheduling.yaml" "$work/vap.yaml" "$work/monitoring.yaml"
 # The 1.20 render: no schema set here knows policy/v1beta1 (the oldest is 1.25, which removed
 # it), so the rest is validated against 1.25 and the PodDisruptionBudget may only use fields
 # v1beta1 has.
@@ -237,6 +314,8 @@ PY
 # Security lint: rendered chart and the probe DaemonSet.
 mkdir -p "$work/lint"
 cp "$work/default.yaml" "$work/daemonset.yaml" "$work/lint/"
+helm template sockwarden "$chart" -n sockwarden-system -f "$work/monitoring-values.yaml" \
+  --show-only templates/monitoring.yaml --show-only templates/dashboard.yaml >"$work/lint/monitoring.yaml"
 checkov -d "$work/lint" --framework kubernetes --compact --quiet --skip-download --config-file "$chart/.checkov.yaml"
 # With operator.hostNetwork/probe.hostNetwork the host-network check (CKV_K8S_19) fails by
 # design; it is skipped for those renders only (README.md, "Security posture").
@@ -250,6 +329,11 @@ echo "[chart] checkov: no findings beyond the documented exceptions"
 bash scripts/render-deploy.sh "$work/deploy"
 diff -r "$work/deploy" deploy >/dev/null || { echo "deploy/ is stale: run scripts/render-deploy.sh" >&2; exit 1; }
 echo "[chart] deploy/ is current"
+
+# The values table in the chart's README is generated from values.yaml's comments.
+python3 scripts/chart-readme.py --check
+# Alerts (promtool check and unit tests, through the rendered monitors) and the dashboard.
+bash scripts/check-alerts.sh
 
 # --- Against the operator binary: the flags the chart passes, and the DaemonSets they give. ---
 problems=()

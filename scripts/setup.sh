@@ -64,6 +64,23 @@ if [ ! -x "$tools/bin/helm" ] || [ ! -x "$tools/bin/kubectl" ]; then
   rm -rf "$tmp"
 fi
 
+# --- promtool (checks and unit-tests the chart's alert rules: scripts/check-alerts.sh) ---
+# Debian's prometheus package would also install and start a Prometheus server; only its
+# promtool binary is wanted, so the package is unpacked, never installed.
+if [ ! -x "$tools/bin/promtool" ]; then
+  log "fetching promtool from Debian's prometheus package (unpacked, not installed)"
+  tmp=$(mktemp -d)
+  # An image with empty package lists cannot download; refresh them only then.
+  if ! (cd "$tmp" && apt-get download -qq prometheus) 2>/dev/null; then
+    apt-get update -qq
+    (cd "$tmp" && apt-get download -qq prometheus)
+  fi
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root"
+  mkdir -p "$tools/bin"
+  install -m 0755 "$tmp/root/usr/bin/promtool" "$tools/bin/promtool"
+  rm -rf "$tmp"
+fi
+
 # --- checkov (security lint of manifests), in its own virtualenv ---
 if [ ! -x "$tools/checkov/bin/checkov" ]; then
   log "installing checkov from PyPI (a minute or two)"

@@ -45,3 +45,38 @@ values.schema.json refuses one without the other.
 {{- if contains ":" . -}}[{{ . }}]{{- else -}}{{ . }}{{- end -}}:{{ $.Values.apiServer.port | toString }}
 {{- end -}}
 {{- end -}}
+
+{{- /*
+A duration like 5m, 90s or 1h30m in seconds, for PromQL: a rule compares timestamps with
+time() - N, and PromQL has no duration arithmetic. values.schema.json limits the input to
+s/m/h parts; anything else stops the render here too.
+*/ -}}
+{{- define "sockwarden.durationSeconds" -}}
+{{- if not (regexMatch "^([0-9]+[smh])+$" .) -}}
+{{- fail (printf "%q is not a duration of s, m and h parts (like 5m or 1h30m)" .) -}}
+{{- end -}}
+{{- $unit := dict "s" 1 "m" 60 "h" 3600 -}}
+{{- $total := 0 -}}
+{{- range regexFindAll "[0-9]+[smh]" . -1 -}}
+{{- $total = add $total (mul (atoi (regexFind "^[0-9]+" .)) (get $unit (regexFind "[smh]$" .))) -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
+
+{{- /*
+Relabelings shared by the ServiceMonitor and the PodMonitor: a stable job per component
+(the Prometheus Operator's default is the Service's name, or "<namespace>/<PodMonitor>"),
+which the PrometheusRule selects on, and the node the target runs on.
+*/ -}}
+{{- define "sockwarden.monitorRelabelings" -}}
+- action: replace
+  sourceLabels: [__meta_kubernetes_pod_label_app_kubernetes_io_name]
+  regex: (sockwarden-probe|sockwarden-operator)
+  replacement: $1
+  targetLabel: job
+- action: replace
+  sourceLabels: [__meta_kubernetes_pod_node_name]
+  regex: (.+)
+  replacement: $1
+  targetLabel: node
+{{- end -}}
