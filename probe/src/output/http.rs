@@ -119,21 +119,32 @@ pub struct HttpOutput {
 impl HttpOutput {
     /// Queues the finding without waiting; a full queue drops it, counted.
     pub fn offer(&self, report: &Report) {
+        if self.tx.capacity() == 0 && !self.tx.is_closed() {
+            // Full: not worth serialising (a flood against a dead receiver stays cheap).
+            return self.queue_full();
+        }
         let body = Bytes::from(FalcoEvent::from_report(report).to_json());
+        // Counted before it can be taken, so the gauge never goes below zero.
+        let depth = self.metrics.output_queue_depth(OUTPUT);
+        depth.inc();
         match self.tx.try_send(body) {
-            Ok(()) => self.metrics.output_queue_depth(OUTPUT).inc(),
+            Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.metrics.output_dropped(OUTPUT, "queue_full").inc();
-                if !self.warned_full.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "the HTTP output's queue is full: findings are dropped until it drains"
-                    );
-                }
+                depth.dec();
+                self.queue_full();
             }
             // The sender has stopped (its flush time after shutdown is over).
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.metrics.output_dropped(OUTPUT, "shutdown").inc()
+                depth.dec();
+                self.metrics.output_dropped(OUTPUT, "shutdown").inc();
             }
+        }
+    }
+
+    fn queue_full(&self) {
+        self.metrics.output_dropped(OUTPUT, "queue_full").inc();
+        if !self.warned_full.swap(true, Ordering::Relaxed) {
+            tracing::warn!("the HTTP output's queue is full: findings are dropped until it drains");
         }
     }
 }
