@@ -188,7 +188,13 @@ async fn bench() -> i32 {
         },
         metrics.clone(),
     );
-    let sink = ClusterSink::new(enricher, writer, metrics.clone(), "n1".into());
+    let sink = ClusterSink::new(
+        enricher,
+        writer,
+        metrics.clone(),
+        "n1".into(),
+        probe::output::Outputs::new(Box::new(std::io::sink()), true, None),
+    );
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(run_sink(

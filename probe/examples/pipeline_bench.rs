@@ -116,7 +116,13 @@ async fn bench() {
         },
         metrics.clone(),
     );
-    let sink = ClusterSink::new(enricher, writer, metrics.clone(), "n1".into());
+    let sink = ClusterSink::new(
+        enricher,
+        writer,
+        metrics.clone(),
+        "n1".into(),
+        probe::output::Outputs::new(Box::new(std::io::sink()), true, None),
+    );
     let (tx, rx) = tokio::sync::mpsc::channel(65_536);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(run_sink(

@@ -10,6 +10,7 @@ pub mod event;
 pub mod finding;
 pub mod metrics;
 pub mod open_resolve;
+pub mod output;
 pub mod pipeline;
 pub mod procinfo;
 pub mod rootfs;

@@ -27,7 +27,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Watch this node and print findings on stdout (standalone, no cluster needed).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Check that a fmod_ret program (what fentry-backend enforcement will use) loads on the
     /// security hooks of this kernel.
     CheckFmodRet {
@@ -89,7 +89,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run(args) => runtime.block_on(run::run(args)),
+        Command::Run(args) => runtime.block_on(run::run(*args)),
         Command::CheckFmodRet { btf } => check_fmod_ret(&btf),
         Command::CanaryConnect { path } => probe::selftest::connect(&path),
     };

@@ -56,6 +56,15 @@ pub struct Metrics {
     pub self_test_last_success: IntGauge,
     /// Self-tests whose connect never came back as an event.
     pub self_test_failures: IntCounter,
+    /// Findings an output (`http`) delivered.
+    pub output_sent_total: IntCounterVec,
+    /// Findings an output lost, by reason (`queue_full`, `retries_exhausted`, `rejected`,
+    /// `shutdown`).
+    pub output_dropped_total: IntCounterVec,
+    /// Failed attempts an output retried.
+    pub output_retries_total: IntCounterVec,
+    /// Findings waiting in an output's queue.
+    pub output_queue: IntGaugeVec,
     pod_label_sets: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
@@ -220,6 +229,38 @@ impl Metrics {
         registry.register(Box::new(sockets_armed.clone()))?;
         registry.register(Box::new(backend_info.clone()))?;
         registry.register(Box::new(detection_latency.clone()))?;
+        let output_sent_total = IntCounterVec::new(
+            Opts::new(
+                "sockwarden_probe_output_sent_total",
+                "Findings an output delivered, by output",
+            ),
+            &["output"],
+        )?;
+        let output_dropped_total = IntCounterVec::new(
+            Opts::new(
+                "sockwarden_probe_output_dropped_total",
+                "Findings an output lost, by output and reason (queue_full, retries_exhausted, rejected, shutdown)",
+            ),
+            &["output", "reason"],
+        )?;
+        let output_retries_total = IntCounterVec::new(
+            Opts::new(
+                "sockwarden_probe_output_retries_total",
+                "Failed attempts to deliver a finding that an output retried, by output",
+            ),
+            &["output"],
+        )?;
+        let output_queue = IntGaugeVec::new(
+            Opts::new(
+                "sockwarden_probe_output_queue_depth",
+                "Findings waiting in an output's queue, by output",
+            ),
+            &["output"],
+        )?;
+        registry.register(Box::new(output_sent_total.clone()))?;
+        registry.register(Box::new(output_dropped_total.clone()))?;
+        registry.register(Box::new(output_retries_total.clone()))?;
+        registry.register(Box::new(output_queue.clone()))?;
         Ok(Self {
             registry,
             events,
@@ -246,6 +287,10 @@ impl Metrics {
             out_of_scope,
             self_test_last_success,
             self_test_failures,
+            output_sent_total,
+            output_dropped_total,
+            output_retries_total,
+            output_queue,
             pod_label_sets: Default::default(),
         })
     }
@@ -280,6 +325,23 @@ impl Metrics {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         self.finding_last_seen.with_label_values(&labels).set(now);
+    }
+
+    pub fn output_sent(&self, output: &str) -> IntCounter {
+        self.output_sent_total.with_label_values(&[output])
+    }
+
+    pub fn output_dropped(&self, output: &str, reason: &str) -> IntCounter {
+        self.output_dropped_total
+            .with_label_values(&[output, reason])
+    }
+
+    pub fn output_retries(&self, output: &str) -> IntCounter {
+        self.output_retries_total.with_label_values(&[output])
+    }
+
+    pub fn output_queue_depth(&self, output: &str) -> IntGauge {
+        self.output_queue.with_label_values(&[output])
     }
 
     /// Brings the kernel-side counters up to the kernel's totals; returns the events lost

@@ -2,7 +2,6 @@
 //! caller, decide, write. Synchronous and allocation-light; one instance per reader.
 use std::{
     collections::HashMap,
-    io::Write,
     path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -15,6 +14,7 @@ use crate::{
     finding::Finding,
     metrics::Metrics,
     open_resolve::OpenResolver,
+    output::{Outputs, Report},
     procinfo::{self, ProcDetails},
     selftest::Canary,
     sockets::{ArmedSocket, Armer},
@@ -28,7 +28,7 @@ pub enum OutputFormat {
     Text,
 }
 
-/// Where findings go: stdout (standalone) or the cluster writer.
+/// Where the pipeline hands findings: the outputs (standalone) or the cluster forwarder.
 pub trait FindingSink {
     fn emit(&mut self, finding: Finding);
     fn flush(&mut self) {}
@@ -43,23 +43,19 @@ impl FindingSink for Box<dyn FindingSink + Send> {
     }
 }
 
-/// Standalone output: one line per finding.
-pub struct StdoutSink<W: Write> {
-    pub out: W,
-    pub json: bool,
+/// Standalone mode: every finding is reported (no policy applies here) through the outputs.
+pub struct StandaloneSink {
+    pub outputs: Outputs,
     pub metrics: Arc<Metrics>,
 }
 
-impl<W: Write> FindingSink for StdoutSink<W> {
+impl FindingSink for StandaloneSink {
     fn emit(&mut self, finding: Finding) {
-        let line = if self.json {
-            finding.to_json()
-        } else {
-            finding.to_text()
-        };
-        if let Err(e) = writeln!(self.out, "{line}") {
-            tracing::error!(error = %e, "writing a finding failed");
-        }
+        self.outputs.publish(&Report {
+            finding: &finding,
+            kubernetes: None,
+            count: 1,
+        });
         let pod = finding.pod.as_ref().map(|p| p.uid.as_str()).unwrap_or("");
         self.metrics.count_finding(
             "",
@@ -71,7 +67,7 @@ impl<W: Write> FindingSink for StdoutSink<W> {
     }
 
     fn flush(&mut self) {
-        let _ = self.out.flush();
+        self.outputs.flush();
     }
 }
 
@@ -217,6 +213,7 @@ mod tests {
     use super::*;
     use crate::{
         event::{encode, raw_event},
+        output::SharedBuf,
         rootfs::FileId,
         sockets::WatchedSet,
     };
@@ -232,14 +229,15 @@ mod tests {
         }
     }
 
-    fn pipeline(root: &std::path::Path) -> Pipeline<StdoutSink<Vec<u8>>> {
+    fn pipeline(root: &std::path::Path) -> (Pipeline<StandaloneSink>, SharedBuf) {
         let mut armer = Armer::new(
             vec!["/docker.sock=docker".parse().unwrap()],
             root.to_path_buf(),
         );
         armer.refresh(&mut NoMap);
         let metrics = Arc::new(Metrics::new().unwrap());
-        Pipeline {
+        let out = SharedBuf::default();
+        let pipeline = Pipeline {
             armer: Arc::new(Mutex::new(armer)),
             cgroups: CgroupIndex::new(std::path::Path::new("/nonexistent")),
             opens: OpenResolver::new("/proc".into()),
@@ -252,14 +250,14 @@ mod tests {
             },
             metrics: metrics.clone(),
             proc_root: "/proc".into(),
-            sink: StdoutSink {
-                out: Vec::new(),
-                json: true,
+            sink: StandaloneSink {
+                outputs: Outputs::new(Box::new(out.clone()), true, None),
                 metrics,
             },
             proc_cache: HashMap::new(),
             canary: None,
-        }
+        };
+        (pipeline, out)
     }
 
     #[test]
@@ -267,7 +265,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let _l = UnixListener::bind(root.path().join("docker.sock")).unwrap();
         let id = crate::rootfs::resolve(root.path(), "/docker.sock".as_ref()).unwrap();
-        let mut p = pipeline(root.path());
+        let (mut p, out) = pipeline(root.path());
         let cid = "c".repeat(64);
         p.handle(&encode(&{
             let mut e = raw_event(probe_common::kind::CGROUP_MKDIR, &format!("/docker/{cid}"));
@@ -280,8 +278,11 @@ mod tests {
         e.cgroup_id = 31337;
         e.pid_ns = 1; // host pid ns: the cgroup alone makes it a container
         assert!(p.handle(&encode(&e)));
-        let out = String::from_utf8(p.sink.out.clone()).unwrap();
-        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let lines = out.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(v["count"], 1);
+        assert!(v["kubernetes"].is_null());
         assert_eq!(v["container"]["id"], cid.as_str());
         assert_eq!(v["requestedPath"], "/var/run/alias.sock");
         assert_eq!(v["socket"]["hostPath"], "/docker.sock");
@@ -297,11 +298,11 @@ mod tests {
     #[test]
     fn unknown_socket_and_garbage_records_are_not_findings() {
         let root = tempfile::tempdir().unwrap();
-        let mut p = pipeline(root.path());
+        let (mut p, out) = pipeline(root.path());
         let e = raw_event(probe_common::kind::CONNECT, "/x");
         assert!(!p.handle(&encode(&e)), "inode not armed");
         assert!(!p.handle(&[1, 2, 3]));
         assert_eq!(p.metrics.decode_errors.get(), 1);
-        assert!(p.sink.out.is_empty());
+        assert!(out.lines().is_empty());
     }
 }

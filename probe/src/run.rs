@@ -26,7 +26,8 @@ use crate::{
     decide::Decider,
     metrics::Metrics,
     open_resolve::OpenResolver,
-    pipeline::{FindingSink, OutputFormat, Pipeline, StdoutSink},
+    output::{http, Outputs},
+    pipeline::{FindingSink, OutputFormat, Pipeline, StandaloneSink},
     procinfo, selftest,
     selftest::Canary,
     server::{self, Health, Status},
@@ -94,6 +95,16 @@ pub struct RunArgs {
     /// Where the probe keeps its canary socket (the self-test's target).
     #[arg(long, default_value = "/run/sockwarden-probe")]
     pub state_dir: PathBuf,
+    /// Also POST each reported finding as a Falco alert (JSON) to this http:// or https://
+    /// URL, e.g. Falcosidekick's `http://falcosidekick.falco:2801/`.
+    #[arg(long, value_name = "URL", value_parser = http::parse_url)]
+    pub http_output: Option<hyper::Uri>,
+    /// Findings waiting for the HTTP output, at most; beyond, new ones are dropped (counted).
+    #[arg(long, value_name = "N", default_value_t = http::DEFAULT_QUEUE)]
+    pub http_output_queue: usize,
+    /// Header on every HTTP output request, 'Name: value' (repeatable).
+    #[arg(long = "http-output-header", value_name = "NAME: VALUE")]
+    pub http_output_headers: Vec<http::HeaderSpec>,
 }
 
 fn host_name() -> String {
@@ -289,17 +300,40 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         OutputFormat::Auto => !std::io::stdout().is_terminal(),
     };
     let node = args.node.clone().unwrap_or_else(host_name);
+    // The HTTP output's sender; whichever sink reports findings holds its queue.
+    let (http_output, http_task) = match &args.http_output {
+        Some(url) => {
+            let config = http::HttpConfig::new(
+                url.clone(),
+                args.http_output_headers.clone(),
+                args.http_output_queue,
+            );
+            let (output, task) = http::start(config, metrics.clone(), shutdown_rx.clone())?;
+            (Some(output), Some(task))
+        }
+        None => (None, None),
+    };
     let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let sink: Box<dyn FindingSink + Send> = if args.cluster || (in_pod && !args.standalone) {
-        let (tx, task, policy_store) =
-            start_cluster_sink(&args, &node, metrics.clone(), &status, shutdown_rx.clone()).await?;
+        // std's stdout is line-buffered: each finding's line is out as soon as it is decided.
+        let outputs = Outputs::new(Box::new(std::io::stdout()), json, http_output);
+        let (tx, task, policy_store) = start_cluster_sink(
+            &args,
+            &node,
+            metrics.clone(),
+            &status,
+            shutdown_rx.clone(),
+            outputs,
+        )
+        .await?;
         cluster_task = Some(task);
         let _ = policies.set(policy_store);
         Box::new(ClusterForwarder::new(tx, metrics.clone()))
     } else {
-        Box::new(StdoutSink {
-            out: std::io::BufWriter::new(std::io::stdout()),
-            json,
+        // Flushed after each drain of the ring buffer.
+        let out = Box::new(std::io::BufWriter::new(std::io::stdout()));
+        Box::new(StandaloneSink {
+            outputs: Outputs::new(out, json, http_output),
             metrics: metrics.clone(),
         })
     };
@@ -353,6 +387,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = task.await;
     }
     if let Some(task) = cluster_task {
+        let _ = task.await;
+    }
+    // After the sinks, which hold its queue: it flushes within its bound, then ends.
+    if let Some(task) = http_task {
         let _ = task.await;
     }
     let _ = housekeeping.await;
@@ -436,6 +474,7 @@ async fn start_cluster_sink(
     metrics: Arc<Metrics>,
     status: &Arc<Status>,
     shutdown: watch::Receiver<bool>,
+    outputs: Outputs,
 ) -> anyhow::Result<(
     tokio::sync::mpsc::Sender<crate::cluster::Batch>,
     tokio::task::JoinHandle<()>,
@@ -531,7 +570,7 @@ async fn start_cluster_sink(
         cri,
         owners: OwnerResolver::new(Some(client)),
     };
-    let sink = ClusterSink::new(enricher, writer, metrics, node.to_string());
+    let sink = ClusterSink::new(enricher, writer, metrics, node.to_string(), outputs);
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let alive = status.task("finding writer");
     let task = tokio::spawn(async move {

@@ -25,6 +25,9 @@ fn version_and_help_work_without_privileges() {
         "--format",
         "--listen",
         "--backend",
+        "--http-output",
+        "--http-output-queue",
+        "--http-output-header",
     ] {
         assert!(help.contains(flag), "run --help lacks {flag}");
     }
@@ -198,6 +201,99 @@ fn a_findings_process_details_are_those_of_the_process_that_connected() {
         finding["process"]["exe"],
         exe.display().to_string(),
         "{finding}"
+    );
+    assert!(probe.terminate().success());
+}
+
+#[test]
+fn a_real_connect_reaches_the_http_output_as_a_falco_alert() {
+    if !common::environment_ready() {
+        return;
+    }
+    let _one_at_a_time = ATTACHED.lock().unwrap_or_else(|p| p.into_inner());
+    // A receiver on 127.0.0.1, recording each POSTed body.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let record = received.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let record = record.clone();
+            async move {
+                record
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap_or_default());
+                "ok"
+            }
+        }),
+    );
+    rt.spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("docker.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let probe = common::Probe::start(
+        &[
+            "--include-host".into(),
+            "--no-default-sockets".into(),
+            "--socket".into(),
+            format!("{}=docker", sock.display()),
+            "--http-output".into(),
+            url,
+        ],
+        dir.path(),
+    );
+    let _conn = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let me = std::process::id() as u64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let alert = loop {
+        let found = received
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|v| v["output_fields"]["proc.pid"] == me)
+            .cloned();
+        if let Some(v) = found {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no alert for this process reached the receiver:\n{}",
+            probe.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let fields = &alert["output_fields"];
+    assert_eq!(fields["fd.name"], sock.display().to_string(), "{alert}");
+    assert_eq!(fields["evt.type"], "connect");
+    assert_eq!(
+        fields["proc.exepath"],
+        std::env::current_exe().unwrap().display().to_string()
+    );
+    assert_eq!(fields["user.uid"], 0);
+    assert_eq!(fields["container.id"], "host");
+    assert!(fields["k8s.ns.name"].is_null());
+    assert_eq!(alert["rule"], "Docker socket abuse detected");
+    assert_eq!(alert["priority"], "Critical");
+    assert_eq!(alert["source"], "sockwarden");
+    assert!(alert["time"].as_str().unwrap().ends_with('Z'));
+    // The same finding on stdout, in the one line shape.
+    let line = probe
+        .wait_for(Duration::from_secs(5), |f| f["process"]["pid"] == me)
+        .expect("the stdout line");
+    assert_eq!(line["count"], 1);
+    assert!(line["kubernetes"].is_null());
+    let (_, metrics) = common::http_get(&probe.listen, "/metrics").unwrap();
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with(r#"sockwarden_probe_output_sent_total{output="http"} "#)
+            && !l.ends_with(" 0")),
+        "{metrics}"
     );
     assert!(probe.terminate().success());
 }

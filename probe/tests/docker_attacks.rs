@@ -512,6 +512,22 @@ fn cluster_mode_writes_a_finding_object_that_names_the_pod() {
     assert_eq!(spec["socket"]["hostPath"], f.docker.sock.to_str().unwrap());
     assert_eq!(spec["requestedPath"], "/var/run/docker.sock");
     assert_eq!(obj["status"]["count"], 1);
+    // The reported finding is also exactly one stdout line, with the context it was judged in.
+    probe.wait_for(Duration::from_secs(5), |v| {
+        common::container_id(v) == Some(id.as_str())
+    });
+    let lines = probe.matching(|v| common::container_id(v) == Some(id.as_str()));
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let k = &lines[0]["kubernetes"];
+    assert_eq!(k["namespace"], "shop");
+    assert_eq!(k["pod"], "web-1");
+    assert_eq!(k["podUid"], "uid-web-1");
+    assert_eq!(k["container"], "app");
+    assert_eq!(k["workload"]["kind"], "Deployment");
+    assert_eq!(k["serviceAccount"], "attacker-sa");
+    assert_eq!(k["policy"], "default");
+    assert_eq!(k["finding"], obj["metadata"]["name"]);
+    assert_eq!(lines[0]["count"], 1);
     let status = probe.terminate();
     assert!(status.success(), "{status:?}");
 }

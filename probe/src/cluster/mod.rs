@@ -33,7 +33,13 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{event::Operation, finding::Finding, metrics::Metrics, pipeline::FindingSink};
+use crate::{
+    event::Operation,
+    finding::Finding,
+    metrics::Metrics,
+    output::{KubeContext, Outputs, Report},
+    pipeline::FindingSink,
+};
 use api::compiled::Verdict;
 use cri::IdentitySource;
 use owners::OwnerResolver;
@@ -208,6 +214,8 @@ pub struct ClusterSink {
     pub writer: FindingWriter,
     pub metrics: Arc<Metrics>,
     pub node: String,
+    /// The stdout line and HTTP output of every reported finding.
+    pub outputs: Outputs,
     held: VecDeque<(Instant, Batch)>,
 }
 
@@ -228,6 +236,7 @@ impl ClusterSink {
         writer: FindingWriter,
         metrics: Arc<Metrics>,
         node: String,
+        outputs: Outputs,
     ) -> Self {
         Self {
             enricher,
@@ -235,6 +244,7 @@ impl ClusterSink {
             writer,
             metrics,
             node,
+            outputs,
             held: VecDeque::new(),
         }
     }
@@ -245,7 +255,11 @@ impl ClusterSink {
             // Containerised by its namespaces but no container in its cgroup: no pod to name.
             self.metrics.enrichment_misses.inc();
             tracing::warn!(pid = finding.process.pid, comm = %finding.process.comm, "finding from a process in no known container: reported on stdout only");
-            println!("{}", finding.to_json());
+            self.outputs.publish(&Report {
+                finding,
+                kubernetes: None,
+                count: batch.count,
+            });
             return;
         };
         let cgroup_pod_uid = finding.pod.as_ref().map(|p| p.uid.clone());
@@ -285,7 +299,11 @@ impl ClusterSink {
                         Some(identity) => self.report_unknown_pod(batch, identity),
                         None => {
                             tracing::warn!(container = %id, count = batch.count, "no pod found for the container; finding reported on stdout only");
-                            println!("{}", batch.finding.to_json());
+                            self.outputs.publish(&Report {
+                                finding: &batch.finding,
+                                kubernetes: None,
+                                count: batch.count,
+                            });
                         }
                     }
                 }
@@ -370,6 +388,24 @@ impl ClusterSink {
             spec.operation,
             &finding.process.comm,
         );
+        // Printed and posted whether or not the writer has room: those outputs have bounds
+        // of their own, and are what is left when the API server is out of reach.
+        self.outputs.publish(&Report {
+            finding: &finding,
+            kubernetes: Some(&KubeContext {
+                namespace: meta.namespace.clone(),
+                pod: meta.name.clone(),
+                pod_uid: meta.uid.clone(),
+                container: meta.container_name.clone(),
+                image: meta.image.clone(),
+                workload: meta.workload.clone(),
+                service_account: meta.service_account.clone(),
+                policy: policy_name.to_string(),
+                severity,
+                finding: name.clone(),
+            }),
+            count,
+        });
         let recorded =
             self.writer
                 .record_many(&meta.namespace, &name, spec, Timestamp::now(), count);
@@ -521,6 +557,7 @@ mod tests {
     use crate::{
         cluster::testing::{ApiDouble, Identities},
         finding,
+        output::SharedBuf,
     };
     use kube::runtime::{reflector, watcher};
 
@@ -532,6 +569,8 @@ mod tests {
         namespaces: reflector::store::Writer<Namespace>,
         /// What the runtime's CRI labels say about containers.
         cri: Identities,
+        /// What the sink printed on "stdout".
+        stdout: SharedBuf,
     }
 
     fn fixture() -> Fixture {
@@ -557,7 +596,14 @@ mod tests {
             },
             metrics.clone(),
         );
-        let sink = ClusterSink::new(enricher, writer, metrics, "n1".into());
+        let stdout = SharedBuf::default();
+        let sink = ClusterSink::new(
+            enricher,
+            writer,
+            metrics,
+            "n1".into(),
+            Outputs::new(Box::new(stdout.clone()), true, None),
+        );
         Fixture {
             api,
             sink,
@@ -565,6 +611,7 @@ mod tests {
             policies,
             namespaces,
             cri,
+            stdout,
         }
     }
 
@@ -803,10 +850,64 @@ mod tests {
         fx.sink.writer.flush().await;
         assert!(written(&fx.api).is_empty());
         assert_eq!(fx.sink.metrics.out_of_scope.get(), 1);
+        assert!(
+            fx.stdout.lines().is_empty(),
+            "neither an exempt nor an out-of-scope finding is printed: {:?}",
+            fx.stdout.lines()
+        );
         fx.sink
             .policies
             .count_out_of_scope(&fx.sink.enricher.pods, &fx.sink.enricher.namespaces);
         assert_eq!(fx.sink.metrics.pods_out_of_scope.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reported_finding_is_one_stdout_line_with_its_kubernetes_context_and_count() {
+        let mut fx = fixture();
+        fx.pods
+            .apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
+                "web-1",
+                "pod-uid-1",
+                &[("app", "cid-1")],
+                &[],
+            )));
+        let mut batch = container_finding("cid-1");
+        batch.count = 7;
+        fx.sink.handle(batch).await;
+        fx.sink.writer.flush().await;
+        let lines = fx.stdout.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        let object = &written(&fx.api)[0];
+        assert_eq!(v["count"], 7);
+        assert_eq!(v["signature"]["id"], "TRC-1019");
+        assert_eq!(v["container"]["id"], "cid-1");
+        let k = &v["kubernetes"];
+        assert_eq!(k["namespace"], "shop");
+        assert_eq!(k["pod"], "web-1");
+        assert_eq!(k["podUid"], "pod-uid-1");
+        assert_eq!(k["container"], object["spec"]["container"]["name"]);
+        assert_eq!(k["image"], object["spec"]["container"]["image"]);
+        assert_eq!(k["workload"], object["spec"]["workload"]);
+        assert_eq!(k["serviceAccount"], "web-sa");
+        assert_eq!(k["policy"], "default");
+        assert_eq!(k["severity"], 2);
+        assert_eq!(k["finding"], object["metadata"]["name"]);
+    }
+
+    #[tokio::test]
+    async fn a_finding_in_no_known_container_is_printed_without_kubernetes_context() {
+        let mut fx = fixture();
+        let mut batch = container_finding("unused");
+        batch.finding.container = None;
+        batch.count = 2;
+        fx.sink.handle(batch).await;
+        let lines = fx.stdout.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert!(v["kubernetes"].is_null());
+        assert_eq!(v["count"], 2);
+        assert_eq!(fx.sink.metrics.enrichment_misses.get(), 1);
     }
 
     /// A policy as the operator leaves it once it accepted it.
