@@ -174,6 +174,15 @@ check "the operator brought the CRDs to the shape this API server supports (no C
 # ---------------------------------------------------------------- attacks from real pods
 check "a scoped Enforce policy for app=web is created" k apply -f $tb/manifests/policies.yaml
 eventually 30 "the policy is Accepted" eval '[ "$(condition dsp web-enforce Accepted)" = True ]'
+# No node enforces yet: MODE is what the nodes do, the request shows only with -o wide.
+check "kubectl get dsp shows the Enforce policy's MODE as Audit (REQUESTED Enforce with -o wide)" \
+  eval 'k get dsp web-enforce -o wide >"$SW_TESTBED/logs/get-dsp.txt" 2>&1 &&
+    head -1 "$SW_TESTBED/logs/get-dsp.txt" | grep -qE "^NAME +MODE +REQUESTED +ACCEPTED +READY +NODES +FINDINGS +AGE$" &&
+    tail -1 "$SW_TESTBED/logs/get-dsp.txt" | grep -qE "^web-enforce +Audit +Enforce +True "'
+sed 's/^/    /' "$SW_TESTBED/logs/get-dsp.txt"
+check "the Enforce policy's status says effectiveMode Audit and Enforced=False/NotImplemented (kubectl describe shows it)" \
+  eval 'expect_eq "$(jp dsp web-enforce -o jsonpath="{.status.effectiveMode}/{.status.conditions[?(@.type==\"Enforced\")].status}/{.status.conditions[?(@.type==\"Enforced\")].reason}")" Audit/False/NotImplemented &&
+    k describe dsp web-enforce | grep -q "audited only"'
 check "applying the policy did not roll the probe DaemonSet" expect_eq "$(ds_generation)" "$generation"
 check "attacker workloads start in namespace shop" k apply -f $tb/manifests/shop.yaml
 eventually 90 "a DockerAbuseFinding names the Deployment's pod, container, workload, service account and node" \
@@ -192,6 +201,11 @@ k get daf -A >"$SW_TESTBED/logs/get-daf.txt" 2>&1
 check "kubectl get daf -A shows the declared columns" \
   grep -qE '^NAMESPACE +NAME +POD +CONTAINER +SOCKET +OPERATION +ACTION +COUNT +LAST SEEN +AGE$' "$SW_TESTBED/logs/get-daf.txt"
 sed 's/^/    /' "$SW_TESTBED/logs/get-daf.txt"
+k get daf -A -o wide >"$SW_TESTBED/logs/get-daf-wide.txt" 2>&1
+check "kubectl get daf -A -o wide adds NODE, POLICY, EXE and IMAGE" \
+  grep -qE '^NAMESPACE +NAME +POD +CONTAINER +SOCKET +OPERATION +ACTION +NODE +POLICY +EXE +IMAGE +COUNT +LAST SEEN +AGE$' "$SW_TESTBED/logs/get-daf-wide.txt"
+check "kubectl get sockwarden -A (the category) lists policies and findings" \
+  eval 'out=$(k get sockwarden -A -o name) && grep -q "^dockersocketpolicy.sockwarden.io/web-enforce$" <<<"$out" && grep -q "^dockerabusefinding.sockwarden.io/daf-" <<<"$out"'
 web_pod=$(pod_named shop web-)
 eventually 30 "a Warning Event DockerSocketAbuse is on the attacking pod" \
   eval '[ "$(k get events -n shop --field-selector "involvedObject.name=$web_pod,reason=DockerSocketAbuse,type=Warning" -o name | wc -l)" -ge 1 ]'
