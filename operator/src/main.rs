@@ -14,6 +14,7 @@ mod finding_controller;
 mod leader;
 mod metrics;
 mod policy_controller;
+mod probe_settings;
 #[cfg(test)]
 mod proptests;
 mod retention;
@@ -50,6 +51,7 @@ use crate::{
     events::EventPublisher,
     leader::LeaderElector,
     metrics::Metrics,
+    probe_settings::ProbePodSettings,
     rollout::Rollout,
 };
 
@@ -110,6 +112,12 @@ struct ProbeArgs {
     /// probe container); IPv6 as [ADDR]:PORT. Default: the `kubernetes` Service.
     #[arg(long, value_name = "HOST:PORT")]
     probe_api_server: Option<ApiServerAddr>,
+    /// YAML or JSON file with the probe pods' node selector, tolerations, affinity,
+    /// resources, annotations, labels, image pull secrets, extra arguments and environment,
+    /// and HTTP output (the chart's ConfigMap sockwarden-probe-settings). Read once at
+    /// start; a bad file stops the operator, naming the field.
+    #[arg(long, value_name = "FILE", value_parser = read_probe_settings)]
+    probe_settings: Option<ProbePodSettings>,
     /// Name of the operator's Deployment (in --namespace); it becomes the probe DaemonSet's
     /// owner, so deleting the operator deletes the probes. Empty: no owner.
     #[arg(long, default_value = "", value_name = "NAME")]
@@ -128,9 +136,16 @@ impl ProbeArgs {
             detect_open: self.probe_detect_open,
             host_network: self.probe_host_network,
             api_server: self.probe_api_server.clone(),
+            pod: self.probe_settings.clone().unwrap_or_default(),
             ..Default::default()
         }
     }
+}
+
+/// `--probe-settings`: read and checked while the flags are parsed, so neither `run` nor
+/// `render-daemonset` gets past a bad file.
+fn read_probe_settings(path: &str) -> Result<ProbePodSettings, String> {
+    ProbePodSettings::from_file(std::path::Path::new(path))
 }
 
 #[derive(clap::Args)]

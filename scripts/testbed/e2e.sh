@@ -160,6 +160,8 @@ eventually 120 "the operator Deployment has a ready replica" deploy_ready
 eventually 60 "one operator replica holds the leader Lease, and it is a running operator pod" leader_runs
 eventually 120 "the operator rolls out the probe DaemonSet and its pod becomes Ready" probe_ready
 check "the probe DaemonSet is owned by the operator Deployment (helm uninstall removes it)" probe_owner
+check "the probe DaemonSet tolerates every taint (the chart's default probe.tolerations, read from the ConfigMap sockwarden-probe-settings)" \
+  eval 'expect_eq "$(jp ds -n $ns sockwarden-probe -o jsonpath="{.spec.template.spec.tolerations[*].operator}/{.spec.template.spec.tolerations[*].key}")" Exists/'
 eventually 30 "the probe reports the backend it chose (tracepoint on this kernel)" backend_is tracepoint
 generation=$(ds_generation)
 check "the operator applied the probe DaemonSet once (generation 1: no second rollout at start)" expect_eq "$generation" 1
@@ -366,6 +368,18 @@ eventually 60 "the bare pod's finding continues from its count (same object, cou
   eval 'count_grows shop bare "$bare_count" && [ "$(findings_for shop bare)" = 1 ]'
 check "the new probe pod started with the missing-directory policy in place" \
   eval 'k get dsp missing-dir >/dev/null'
+
+# ---------------------------------------------------------------- probe settings
+# Probe values reach the DaemonSet through the ConfigMap the operator reads at start: an
+# upgrade changes the operator pod's checksum annotation, the new operator applies the new
+# DaemonSet, and the probes roll.
+check "helm upgrade sets probe.podAnnotations.e2e-settings=v2" \
+  "$helm" upgrade sockwarden charts/sockwarden -n $ns --reuse-values --set-string probe.podAnnotations.e2e-settings=v2
+eventually 120 "the restarted operator applied the probe DaemonSet with the annotation" \
+  eval 'expect_eq "$(jp ds -n $ns sockwarden-probe -o jsonpath="{.spec.template.metadata.annotations.e2e-settings}")" v2'
+eventually 120 "the rolled probe pod carries it and is Ready" \
+  eval 'p=$(pod_named $ns sockwarden-probe) && expect_eq "$(jp pod -n $ns "$p" -o jsonpath="{.metadata.annotations.e2e-settings}")" v2 && probe_ready'
+check "the probe DaemonSet is still owned by the operator Deployment" probe_owner
 
 # ---------------------------------------------------------------- uninstall
 check "helm uninstall" "$helm" uninstall sockwarden -n $ns --wait
