@@ -307,10 +307,17 @@ users: [{name: operator, user: {token: "$token"}}]
 contexts: [{name: operator, context: {cluster: testbed, user: operator}}]
 current-context: operator
 KC
+  # The probe settings the pods read from their ConfigMap mount, as a file on the host, so
+  # this replica renders the same DaemonSet (taking over must not roll the probes).
+  jp cm -n $ns sockwarden-probe-settings -o jsonpath='{.data.settings\.yaml}' >"$SW_TESTBED/probe-settings.yaml" || return 1
   mapfile -t args < <(jp deploy -n $ns sockwarden-operator -o json | python3 -c '
 import json, sys
 args = json.load(sys.stdin)["spec"]["template"]["spec"]["containers"][0]["args"]
-print("\n".join(a for a in args if not a.startswith("--listen")))')
+for a in args:
+    if a.startswith("--probe-settings="):
+        print("--probe-settings=" + sys.argv[1])
+    elif not a.startswith("--listen"):
+        print(a)' "$SW_TESTBED/probe-settings.yaml")
   KUBECONFIG=$SW_TESTBED/operator-sa.kubeconfig POD_NAMESPACE=$ns POD_NAME=host-replica \
     target/x86_64-unknown-linux-musl/release/sockwarden-operator "${args[@]}" --listen=127.0.0.1:18080 \
     >"$SW_TESTBED/logs/host-replica.log" 2>&1 &
