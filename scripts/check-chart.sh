@@ -412,6 +412,14 @@ PY
 else
   problems+=("probe-settings: render-daemonset $(tr '\n' ' ' <"$work/probe-settings.ds-args")failed: $(cat "$work/probe-settings.ds.err")")
 fi
+# Settings the schema lets through but the operator refuses (a flag it sets itself) stop it
+# before it starts, naming the field.
+render probe-settings-bad --set "probe.extraArgs={--listen=0.0.0.0:1}"
+if render_ds probe-settings-bad; then
+  problems+=("probe-settings-bad: render-daemonset accepted extraArgs --listen")
+elif ! grep -q "extraArgs\[0\]" "$work/probe-settings-bad.ds.err"; then
+  problems+=("probe-settings-bad: the refusal does not name extraArgs[0]: $(cat "$work/probe-settings-bad.ds.err")")
+fi
 if ((${#problems[@]})); then
   echo "[chart] FAILED against $operator_bin (every check above passed):" >&2
   printf '  - %s\n' "${problems[@]}" >&2

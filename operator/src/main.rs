@@ -467,6 +467,38 @@ mod tests {
     }
 
     #[test]
+    fn both_subcommands_read_the_same_probe_settings_file() {
+        let path =
+            std::env::temp_dir().join(format!("sw-main-settings-{}.yaml", std::process::id()));
+        std::fs::write(
+            &path,
+            "nodeSelector: {pool: system}\nextraArgs: [--cri-interval=7]\n",
+        )
+        .unwrap();
+        let flag = format!("--probe-settings={}", path.display());
+        let run = probe_args(parse(&["run", &flag]).unwrap()).settings();
+        let render = probe_args(parse(&["render-daemonset", &flag]).unwrap()).settings();
+        assert_eq!(run, render);
+        assert_eq!(run.pod.node_selector["pool"], "system");
+        let ds = serde_json::to_value(probe_daemonset(&run, None)).unwrap();
+        assert_eq!(
+            ds["spec"]["template"]["spec"]["nodeSelector"]["pool"],
+            "system"
+        );
+        // Without the flag: the built-in pod settings (every taint tolerated).
+        let plain = probe_args(parse(&["run"]).unwrap()).settings();
+        assert_eq!(plain.pod, ProbePodSettings::default());
+        std::fs::write(&path, "podLabels: {app.kubernetes.io/managed-by: me}\n").unwrap();
+        let err = parse(&["run", &flag]).err().expect("refused").to_string();
+        assert!(
+            err.contains("--probe-settings")
+                && err.contains("podLabels.app.kubernetes.io/managed-by"),
+            "{err}"
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
     fn the_defaults_need_no_flags_and_set_no_owner_or_host_network() {
         let probe = probe_args(parse(&["render-daemonset"]).unwrap());
         assert_eq!(probe.owner_deployment, "");

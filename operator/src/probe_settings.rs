@@ -28,16 +28,19 @@ pub struct ProbePodSettings {
     /// Taints the probe tolerates; absent: every taint (`[{operator: Exists}]`).
     #[serde(default = "tolerate_everything")]
     pub tolerations: Vec<Toleration>,
+    /// Pod affinity and anti-affinity, as in a pod spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
     /// Replaces the built-in requests and limits when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Added to the pod annotations.
     #[serde(default)]
     pub pod_annotations: BTreeMap<String, String>,
     /// Added to the pod labels; the labels the operator sets cannot be changed.
     #[serde(default)]
     pub pod_labels: BTreeMap<String, String>,
+    /// Secrets for pulling the probe image.
     #[serde(default)]
     pub image_pull_secrets: Vec<LocalObjectReference>,
     /// Appended to the probe's `run` arguments.
@@ -46,6 +49,7 @@ pub struct ProbePodSettings {
     /// Added to the probe container's environment.
     #[serde(default)]
     pub extra_env: Vec<EnvVar>,
+    /// Findings also sent over HTTP.
     #[serde(default)]
     pub http_output: HttpOutput,
 }
