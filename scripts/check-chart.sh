@@ -175,7 +175,7 @@ assert abuse["expr"].endswith("> time() - 5400"), abuse["expr"]
 assert dash["metadata"]["labels"]["grafana_dashboard"] == "1" and dash["metadata"]["annotations"] == {"grafana_folder": "Security"}
 '
 expect default '
-assert not [k for k in objs if k[0] in ("ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap")], list(objs)
+assert not [k for k in objs if k[0] in ("ServiceMonitor", "PodMonitor", "PrometheusRule") or k == ("ConfigMap", "sockwarden-dashboard")], list(objs)
 '
 for w in 45s 5m 2h 1h1m1s; do
   helm template sockwarden "$chart" --set prometheusRule.enabled=true --set prometheusRule.findingWindow=$w >"$work/window.yaml"
@@ -183,6 +183,55 @@ for w in 45s 5m 2h 1h1m1s; do
   grep -qF "> time() - $want" "$work/window.yaml" || { echo "findingWindow=$w does not render as $want seconds" >&2; exit 1; }
 done
 echo "[chart] monitors, PrometheusRule and dashboard render as the values say; findingWindow in seconds"
+
+# The probe pods' values go into the ConfigMap the operator reads (--probe-settings); its
+# checksum on the operator's pod template restarts the operator when they change. What the
+# operator renders from them is asserted against the binary at the end (render_ds).
+cat >"$work/probe-settings-values.yaml" <<'YAML'
+image:
+  pullSecrets: [{name: regcred}]
+probe:
+  nodeSelector: {kubernetes.io/os: linux}
+  tolerations: [{key: dedicated, operator: Equal, value: security, effect: NoSchedule}]
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms: [{matchExpressions: [{key: pool, operator: NotIn, values: [gpu]}]}]
+  resources:
+    requests: {cpu: 20m, memory: 32Mi}
+    limits: {cpu: 1, memory: 128Mi}
+  podAnnotations: {example.com/team: security}
+  podLabels: {team: security}
+  extraArgs: ["--write-rate=10"]
+  extraEnv: [{name: RUST_LOG, value: debug}]
+  httpOutput: {url: "https://collector.example:8443/v1/findings", queue: 500}
+YAML
+render probe-settings -f "$work/probe-settings-values.yaml"
+expect default '
+cm = objs[("ConfigMap", "sockwarden-probe-settings")]
+assert "--probe-settings=/etc/sockwarden/probe-settings.yaml" in args, args
+assert {"name": "probe-settings", "mountPath": "/etc/sockwarden", "readOnly": True} in op["volumeMounts"], op["volumeMounts"]
+assert pod["volumes"] == [{"name": "probe-settings", "configMap": {"name": "sockwarden-probe-settings", "items": [{"key": "settings.yaml", "path": "probe-settings.yaml"}]}}], pod["volumes"]
+assert len(deploy["spec"]["template"]["metadata"]["annotations"]["checksum/probe-settings"]) == 64
+assert "imagePullSecrets" not in pod, pod
+settings = yaml.safe_load(cm["data"]["settings.yaml"])
+assert settings["tolerations"] == [{"operator": "Exists"}], settings
+'
+expect probe-settings '
+assert pod["imagePullSecrets"] == [{"name": "regcred"}], pod.get("imagePullSecrets")
+settings = yaml.safe_load(objs[("ConfigMap", "sockwarden-probe-settings")]["data"]["settings.yaml"])
+assert settings["imagePullSecrets"] == [{"name": "regcred"}] and settings["extraArgs"] == ["--write-rate=10"], settings
+assert settings["httpOutput"] == {"url": "https://collector.example:8443/v1/findings", "queue": 500}, settings
+'
+python3 - "$work/default.yaml" "$work/probe-settings.yaml" <<'PY' || { echo "[chart] the operator is not restarted when probe values change" >&2; exit 1; }
+import sys, yaml
+def checksum(path):
+    for d in yaml.safe_load_all(open(path)):
+        if d and d["kind"] == "Deployment":
+            return d["spec"]["template"]["metadata"]["annotations"]["checksum/probe-settings"]
+assert checksum(sys.argv[1]) != checksum(sys.argv[2])
+PY
+echo "[chart] probe.* and image.pullSecrets reach the ConfigMap sockwarden-probe-settings; a change restarts the operator"
 
 # The findings admission policy: rendered only where the API server serves
 # ValidatingAdmissionPolicy (1.30+), never on the test bed's 1.20; the expressions
@@ -252,6 +301,18 @@ refuse "/metrics/serviceMonitor/scrapeTimeout" --set metrics.serviceMonitor.scra
 refuse "/metrics/podMonitor/labels" --set metrics.podMonitor.labels=release
 refuse "/dashboard/namespace" --set dashboard.namespace=Not_A_Namespace
 refuse "additional properties" --set dashboard.enable=true
+refuse "/probe/nodeSelector" --set probe.nodeSelector.pool=1
+refuse "/probe/tolerations" --set probe.tolerations=all
+refuse "/probe/affinity" --set probe.affinity=none
+refuse "additional properties" --set probe.resources.limit.cpu=1
+refuse "/probe/podAnnotations" --set probe.podAnnotations.a=1
+refuse "/probe/podLabels" --set probe.podLabels.app\\.kubernetes\\.io/name=other
+refuse "/probe/extraArgs/0" --set "probe.extraArgs={run}"
+refuse "/probe/extraEnv/0" --set "probe.extraEnv[0].value=x"
+refuse "/probe/httpOutput/url" --set probe.httpOutput.url=ftp://collector
+refuse "/probe/httpOutput/queue" --set probe.httpOutput.url=http://c --set probe.httpOutput.queue=0
+refuse "/probe/httpOutput/queue" --set probe.httpOutput.queue=100
+refuse "/image/pullSecrets/0" --set "image.pullSecrets[0].nam=regcred"
 echo "[chart] bad values are refused"
 
 # As a dependency: an umbrella chart passes `global` to every subchart and this chart's
@@ -287,7 +348,7 @@ echo "[chart] renders as a dependency, with global values and its own overrides"
 "$operator_bin" render-daemonset >"$work/daemonset.yaml"
 kubernetes-validate --strict --quiet "$work/default.yaml" "$work/with-prometheus.yaml" "$work/daemonset.yaml" crds/*.yaml \
   "$work/api-server.yaml" "$work/api-server-ipv6.yaml" "$work/operator-host-network.yaml" "$work/probe-host-network.yaml" \
-  "$work/scheduling.yaml" "$work/vap.yaml" "$work/monitoring.yaml"
+  "$work/scheduling.yaml" "$work/vap.yaml" "$work/monitoring.yaml" "$work/probe-settings.yaml"
 # The 1.20 render: no schema set here knows policy/v1beta1 (the oldest is 1.25, which removed
 # it), so the rest is validated against 1.25 and the PodDisruptionBudget may only use fields
 # v1beta1 has.
@@ -339,7 +400,7 @@ bash scripts/check-alerts.sh
 problems=()
 "$operator_bin" run --help >"$work/run-help.txt" 2>&1
 while IFS= read -r line; do problems+=("$line"); done < <(python3 - "$work/run-help.txt" "$operator_bin" \
-  "$work"/{default,api-server,operator-host-network,probe-host-network,testbed}.yaml <<'PY'
+  "$work"/{default,api-server,operator-host-network,probe-host-network,testbed,probe-settings}.yaml <<'PY'
 import re, sys, yaml
 known = set(re.findall(r"--[a-z0-9][a-z0-9-]*", open(sys.argv[1]).read()))
 missing = {}
@@ -355,14 +416,23 @@ for flag, renders in missing.items():
 PY
 )
 # The DaemonSet the operator renders from the chart's own arguments (minus those only `run`
-# takes: render-daemonset takes the probe's settings).
+# takes: render-daemonset takes the probe's settings) and its ConfigMap
+# sockwarden-probe-settings, written to a file that --probe-settings names instead of the
+# operator pod's mount.
 render_ds() { # chart-render-name
-  python3 - "$work/$1.yaml" >"$work/$1.ds-args" <<'PY'
+  python3 - "$work/$1.yaml" "$work/$1.probe-settings.yaml" >"$work/$1.ds-args" <<'PY'
 import sys, yaml
-for d in yaml.safe_load_all(open(sys.argv[1])):
-    if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "sockwarden-operator":
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+for d in docs:
+    if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "sockwarden-probe-settings":
+        open(sys.argv[2], "w").write(d["data"]["settings.yaml"])
+for d in docs:
+    if d["kind"] == "Deployment" and d["metadata"]["name"] == "sockwarden-operator":
         for a in d["spec"]["template"]["spec"]["containers"][0]["args"][1:]:
-            if a.split("=", 1)[0] not in ("--listen", "--no-leader-election", "--identity"):
+            flag = a.split("=", 1)[0]
+            if flag == "--probe-settings":
+                print(f"--probe-settings={sys.argv[2]}")
+            elif flag not in ("--listen", "--no-leader-election", "--identity"):
                 print(a)
 PY
   local ds_args
@@ -382,6 +452,12 @@ scan_ds() { # chart-render-name checkov-skips
 base_skips=$(python3 -c 'import sys, yaml; print(",".join(yaml.safe_load(open(sys.argv[1]))["skip-check"]))' "$chart/.checkov.yaml")
 if render_ds default; then
   scan_ds default "$base_skips"
+  # The chart's default probe values are the operator's built-in DaemonSet.
+  python3 - "$work/default.ds.yaml" "$work/daemonset.yaml" >"$work/default.ds.check" 2>&1 <<'PY' || problems+=("default: its DaemonSet differs from render-daemonset without settings: $(tail -1 "$work/default.ds.check")")
+import sys, yaml
+a, b = (yaml.safe_load(open(p)) for p in sys.argv[1:])
+assert a == b, [k for k in a["spec"]["template"]["spec"] if a["spec"]["template"]["spec"][k] != b["spec"]["template"]["spec"].get(k)]
+PY
 else
   problems+=("default: render-daemonset $(tr '\n' ' ' <"$work/default.ds-args")failed: $(cat "$work/default.ds.err")")
 fi
@@ -397,6 +473,36 @@ PY
   scan_ds testbed "$host_network_skips"
 else
   problems+=("testbed: render-daemonset $(tr '\n' ' ' <"$work/testbed.ds-args")failed: $(cat "$work/testbed.ds.err")")
+fi
+if render_ds probe-settings; then
+  python3 - "$work/probe-settings.ds.yaml" >"$work/probe-settings.ds.check" 2>&1 <<'PY' || problems+=("probe-settings: its DaemonSet: $(tail -1 "$work/probe-settings.ds.check")")
+import sys, yaml
+ds = yaml.safe_load(open(sys.argv[1]))
+tpl = ds["spec"]["template"]
+pod = tpl["spec"]
+c = pod["containers"][0]
+assert pod.get("nodeSelector") == {"kubernetes.io/os": "linux"}, f"nodeSelector {pod.get('nodeSelector')}"
+assert pod.get("tolerations") == [{"key": "dedicated", "operator": "Equal", "value": "security", "effect": "NoSchedule"}], f"tolerations {pod.get('tolerations')}"
+assert pod.get("affinity", {}).get("nodeAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms") == [{"matchExpressions": [{"key": "pool", "operator": "NotIn", "values": ["gpu"]}]}], f"affinity {pod.get('affinity')}"
+assert c.get("resources") == {"requests": {"cpu": "20m", "memory": "32Mi"}, "limits": {"cpu": "1", "memory": "128Mi"}}, f"resources {c.get('resources')}"
+assert tpl["metadata"].get("annotations") == {"example.com/team": "security"}, f"annotations {tpl['metadata'].get('annotations')}"
+assert tpl["metadata"]["labels"].get("team") == "security" and tpl["metadata"]["labels"]["app.kubernetes.io/name"] == "sockwarden-probe", f"labels {tpl['metadata']['labels']}"
+assert ds["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/name": "sockwarden-probe"}}, f"selector {ds['spec']['selector']}"
+assert pod.get("imagePullSecrets") == [{"name": "regcred"}], f"imagePullSecrets {pod.get('imagePullSecrets')}"
+assert c["args"][-3:] == ["--http-output=https://collector.example:8443/v1/findings", "--http-output-queue=500", "--write-rate=10"], f"args {c['args']}"
+assert {"name": "RUST_LOG", "value": "debug"} in c.get("env", []), f"env {c.get('env')}"
+PY
+  scan_ds probe-settings "$base_skips"
+else
+  problems+=("probe-settings: render-daemonset $(tr '\n' ' ' <"$work/probe-settings.ds-args")failed: $(cat "$work/probe-settings.ds.err")")
+fi
+# Settings the schema lets through but the operator refuses (a flag it sets itself) stop it
+# before it starts, naming the field.
+render probe-settings-bad --set "probe.extraArgs={--listen=0.0.0.0:1}"
+if render_ds probe-settings-bad; then
+  problems+=("probe-settings-bad: render-daemonset accepted extraArgs --listen")
+elif ! grep -q "extraArgs\[0\]" "$work/probe-settings-bad.ds.err"; then
+  problems+=("probe-settings-bad: the refusal does not name extraArgs[0]: $(cat "$work/probe-settings-bad.ds.err")")
 fi
 if ((${#problems[@]})); then
   echo "[chart] FAILED against $operator_bin (every check above passed):" >&2

@@ -9,14 +9,23 @@ use serde::{Deserialize, Serialize};
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignatureRef {
+    /// Signature id (`TRC-1019`).
     pub id: String,
+    /// Version of the signature.
     pub version: String,
+    /// Human-readable name of the signature.
     pub name: String,
+    /// Event name in the signature's vocabulary (`docker_abuse`).
     pub event_name: String,
+    /// The signature's own severity (0-3).
     pub severity: u8,
+    /// Attack category (`privilege-escalation`).
     pub category: String,
+    /// MITRE ATT&CK technique name.
     pub technique: String,
+    /// MITRE ATT&CK STIX id of the technique.
     pub mitre_id: String,
+    /// MITRE ATT&CK technique id (`T1068`).
     pub external_id: String,
 }
 
@@ -36,55 +45,78 @@ impl SignatureRef {
     }
 }
 
+/// What the process did with the socket.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FindingOperation {
+    /// connect(2) to the socket.
     Connect,
+    /// open(2) of the socket file with write intent.
     Open,
 }
 
+/// What the node did about it.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum FindingAction {
+    /// Reported only (every finding in this version: no node blocks yet).
     Audit,
+    /// Refused by the node's backend (reserved for enforcement).
     Blocked,
 }
 
+/// The pod whose container reached the socket.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct PodRef {
+    /// Pod name, in the finding's namespace.
     pub name: String,
+    /// Pod uid (tells a re-created pod of the same name apart).
     pub uid: String,
 }
 
+/// The container the process ran in.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct ContainerRef {
+    /// Container name in the pod spec.
     pub name: String,
     /// Full container id as the runtime knows it.
     pub id: String,
+    /// Image of the container as the pod spec names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 }
 
+/// The pod's top-level owner.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct WorkloadRef {
     /// `Deployment`, `StatefulSet`, `DaemonSet`, `CronJob`, `Job`, `Pod`, ...
     pub kind: String,
+    /// Name of the owner, in the finding's namespace.
     pub name: String,
 }
 
+/// The runtime socket that was reached.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SocketUse {
+    /// The socket's path on the node.
     pub host_path: String,
+    /// Which runtime serves it (`docker`, `containerd`, `cri-o`, ...).
     pub runtime: String,
 }
 
+/// The process that reached the socket. Its names and command line are the pod's own
+/// choice: treat them as untrusted text.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct ProcessRef {
+    /// Executable path inside the container, when it could still be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exe: Option<String>,
+    /// The kernel's task name (at most 15 bytes).
     pub comm: String,
+    /// Command line, truncated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
+    /// User id of the process, as the node's kernel sees it.
     pub uid: u32,
 }
 
@@ -96,6 +128,8 @@ pub struct ProcessRef {
     kind = "DockerAbuseFinding",
     plural = "dockerabusefindings",
     shortname = "daf",
+    category = "sockwarden",
+    doc = "A container process reached a container runtime's socket: one object per pod, container, socket, operation and program; repeats count up in status.",
     namespaced,
     status = "DockerAbuseFindingStatus",
     printcolumn = r#"{"name":"POD","type":"string","jsonPath":".spec.pod.name"}"#,
@@ -103,28 +137,46 @@ pub struct ProcessRef {
     printcolumn = r#"{"name":"SOCKET","type":"string","jsonPath":".spec.socket.hostPath"}"#,
     printcolumn = r#"{"name":"OPERATION","type":"string","jsonPath":".spec.operation"}"#,
     printcolumn = r#"{"name":"ACTION","type":"string","jsonPath":".spec.action"}"#,
+    // `-o wide` only: where it happened, under which policy, by which binary and image.
+    printcolumn = r#"{"name":"NODE","type":"string","priority":1,"jsonPath":".spec.node"}"#,
+    printcolumn = r#"{"name":"POLICY","type":"string","priority":1,"jsonPath":".spec.policy"}"#,
+    printcolumn = r#"{"name":"EXE","type":"string","priority":1,"jsonPath":".spec.process.exe"}"#,
+    printcolumn = r#"{"name":"IMAGE","type":"string","priority":1,"jsonPath":".spec.container.image"}"#,
     printcolumn = r#"{"name":"COUNT","type":"integer","jsonPath":".status.count"}"#,
     printcolumn = r#"{"name":"LAST SEEN","type":"date","jsonPath":".status.lastSeen"}"#,
     printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DockerAbuseFindingSpec {
+    /// The detection signature (TRC-1019).
     pub signature: SignatureRef,
+    /// The node whose probe reported it.
     pub node: String,
+    /// The pod.
     pub pod: PodRef,
+    /// The container in the pod.
     pub container: ContainerRef,
+    /// The pod's owning workload, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<WorkloadRef>,
+    /// The pod's service account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
+    /// `connect` or `open`.
     pub operation: FindingOperation,
+    /// The socket reached.
     pub socket: SocketUse,
+    /// The path the process used, when it differs from the socket's host path (its view
+    /// inside the container).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_path: Option<String>,
+    /// The process.
     pub process: ProcessRef,
+    /// What the node did: `Audit` (reported) or `Blocked`.
     pub action: FindingAction,
     /// The policy the finding was reported under (`default` when none matched).
     pub policy: String,
+    /// Severity from the policy (0-3; TRC-1019's is 2).
     #[schemars(range(min = 0, max = 3))]
     pub severity: u8,
 }
@@ -134,13 +186,16 @@ pub struct DockerAbuseFindingSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DockerAbuseFindingStatus {
+    /// How often it was seen.
     pub count: i64,
+    /// When it was first seen, by the reporting probe's clock.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "readable_time"
     )]
     pub first_seen: Option<Time>,
+    /// When it was last seen, by the reporting probe's clock.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",

@@ -25,8 +25,13 @@ pub enum Mode {
     kind = "DockerSocketPolicy",
     plural = "dockersocketpolicies",
     shortname = "dsp",
+    category = "sockwarden",
+    doc = "A cluster-wide policy for runtime-socket access from pods: which sockets are watched, for which pods, with which exemptions and retention of findings.",
     status = "DockerSocketPolicyStatus",
-    printcolumn = r#"{"name":"MODE","type":"string","jsonPath":".spec.mode"}"#,
+    // MODE is what the nodes do, not what was asked for (REQUESTED, with -o wide): no node
+    // enforces yet, so an `Enforce` policy must not read as enforced.
+    printcolumn = r#"{"name":"MODE","type":"string","description":"What the nodes do for this policy (status.effectiveMode)","jsonPath":".status.effectiveMode"}"#,
+    printcolumn = r#"{"name":"REQUESTED","type":"string","description":"The mode the policy asks for (spec.mode)","priority":1,"jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"ACCEPTED","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
     printcolumn = r#"{"name":"READY","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"NODES","type":"string","jsonPath":".status.nodes.ready"}"#,
@@ -61,11 +66,14 @@ pub struct DockerSocketPolicySpec {
     pub findings: Option<FindingsRetention>,
 }
 
+/// Which pods a policy covers: those matching both selectors (an absent one matches all).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicySelector {
+    /// Labels of the pod's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
+    /// Labels of the pod itself (chosen by the pod's author).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_selector: Option<LabelSelector>,
 }
@@ -81,15 +89,22 @@ pub struct SocketRef {
     pub runtime: Runtime,
 }
 
+/// The container runtime (or builder) serving a socket; reported on findings.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
+    /// Docker Engine (dockerd).
     Docker,
+    /// containerd.
     Containerd,
+    /// CRI-O.
     #[serde(rename = "cri-o")]
     CriO,
+    /// Podman's API service.
     Podman,
+    /// BuildKit (buildkitd).
     Buildkit,
+    /// Anything else that runs or builds containers.
     Other,
 }
 
@@ -105,8 +120,10 @@ fn yes() -> bool {
     "message": "at least one of connect and open must be true"
 }]))]
 pub struct Operations {
+    /// Count connect(2) to the socket (default true).
     #[serde(default = "yes")]
     pub connect: bool,
+    /// Count open(2) of the socket file (default true; where the node can see opens).
     #[serde(default = "yes")]
     pub open: bool,
     /// Count an open only with write flags (as TRC-1019 does).
@@ -137,9 +154,11 @@ impl Default for Operations {
     "message": "serviceAccounts without namespaces must be written NAMESPACE/NAME"
 }]))]
 pub struct Exemption {
+    /// Namespaces whose pods are exempt (narrowed by the other fields given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub namespaces: Option<Vec<String>>,
+    /// Pod labels; narrows only: a pod's author chooses its labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_selector: Option<LabelSelector>,
     /// `NAMESPACE/NAME`; a bare `NAME` only together with `namespaces` (that account in
@@ -233,30 +252,44 @@ pub fn parse_ttl(s: &str) -> Result<u64, TtlError> {
     }
 }
 
+/// What the operator observed for the policy.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DockerSocketPolicyStatus {
+    /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Accepted`, `Ready`, `Degraded`.
+    /// What the nodes actually do for this policy. `Audit` for every policy in this
+    /// version, `mode: Enforce` included: no node blocks yet (see the `Enforced` condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_mode: Option<Mode>,
+    /// `Accepted`, `Ready`, `Degraded`, and `Enforced` for a policy asking for `Enforce`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// How many nodes should run a probe and how many run a ready one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<NodeCoverage>,
+    /// Findings reported under this policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub findings: Option<FindingsRollup>,
 }
 
+/// Probe coverage, from the probe DaemonSet's status.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct NodeCoverage {
+    /// Nodes that should run a probe.
     pub desired: i32,
+    /// Nodes running a ready probe.
     pub ready: i32,
 }
 
+/// Findings reported under a policy, summed by the operator.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FindingsRollup {
+    /// Sum of the findings' counts.
     pub total: i64,
+    /// The latest `lastSeen` among them (times in the future are not believed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Time>,
 }
@@ -266,6 +299,9 @@ pub mod condition {
     pub const ACCEPTED: &str = "Accepted";
     pub const READY: &str = "Ready";
     pub const DEGRADED: &str = "Degraded";
+    /// Only on policies asking for `Enforce`: whether the nodes block (today: False,
+    /// reason `NotImplemented`).
+    pub const ENFORCED: &str = "Enforced";
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ use std::{fmt, net::Ipv4Addr, net::Ipv6Addr, str::FromStr};
 use k8s_openapi::{api::apps::v1::DaemonSet, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use serde_json::{json, Value};
 
+use crate::probe_settings::ProbePodSettings;
+
 pub const NAME: &str = "sockwarden-probe";
 pub const METRICS_PORT: u16 = 9464;
 
@@ -37,6 +39,8 @@ pub struct ProbeSettings {
     pub memory_request: String,
     pub cpu_limit: String,
     pub memory_limit: String,
+    /// Scheduling, resources and extras from `--probe-settings` (the chart's `probe.*`).
+    pub pod: ProbePodSettings,
 }
 
 impl Default for ProbeSettings {
@@ -54,6 +58,7 @@ impl Default for ProbeSettings {
             memory_request: "64Mi".into(),
             cpu_limit: "500m".into(),
             memory_limit: "256Mi".into(),
+            pod: ProbePodSettings::default(),
         }
     }
 }
@@ -175,6 +180,9 @@ pub fn probe_daemonset(settings: &ProbeSettings, owner: Option<&OwnerReference>)
     if settings.detect_open {
         args.push("--detect-open".into());
     }
+    // HTTP output, then the user's extra arguments (never one of the above: see
+    // probe_settings::OWN_FLAGS).
+    args.extend(settings.pod.args());
 
     let mut volumes = vec![
         json!({"name": "host-proc", "hostPath": {"path": "/proc", "type": "Directory"}}),
@@ -221,6 +229,7 @@ pub fn probe_daemonset(settings: &ProbeSettings, owner: Option<&OwnerReference>)
         env.push(json!({"name": "KUBERNETES_SERVICE_HOST", "value": api.host}));
         env.push(json!({"name": "KUBERNETES_SERVICE_PORT", "value": api.port.to_string()}));
     }
+    env.extend(settings.pod.extra_env.iter().map(|e| json!(e)));
     let mut readiness =
         json!({"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 10});
     let mut liveness = json!({"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 20, "failureThreshold": 3});
@@ -236,7 +245,6 @@ pub fn probe_daemonset(settings: &ProbeSettings, owner: Option<&OwnerReference>)
         "securityContext": {"runAsUser": 0, "runAsNonRoot": false},
         "serviceAccountName": settings.service_account,
         "automountServiceAccountToken": true,
-        "tolerations": [{"operator": "Exists"}],
         "containers": [{
             "name": "probe",
             "image": settings.image,
@@ -246,9 +254,12 @@ pub fn probe_daemonset(settings: &ProbeSettings, owner: Option<&OwnerReference>)
             "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
             "readinessProbe": readiness,
             "livenessProbe": liveness,
-            "resources": {
-                "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
-                "limits": {"cpu": settings.cpu_limit, "memory": settings.memory_limit},
+            "resources": match &settings.pod.resources {
+                Some(r) => json!(r),
+                None => json!({
+                    "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
+                    "limits": {"cpu": settings.cpu_limit, "memory": settings.memory_limit},
+                }),
             },
             "securityContext": {
                 "privileged": false,
@@ -270,6 +281,29 @@ pub fn probe_daemonset(settings: &ProbeSettings, owner: Option<&OwnerReference>)
     if let Some(pc) = &settings.priority_class {
         pod_spec["priorityClassName"] = json!(pc);
     }
+    let pod = &settings.pod;
+    // Empty lists and maps are left out, as the API server would store them.
+    if !pod.tolerations.is_empty() {
+        pod_spec["tolerations"] = json!(pod.tolerations);
+    }
+    if !pod.node_selector.is_empty() {
+        pod_spec["nodeSelector"] = json!(pod.node_selector);
+    }
+    if let Some(affinity) = &pod.affinity {
+        pod_spec["affinity"] = json!(affinity);
+    }
+    if !pod.image_pull_secrets.is_empty() {
+        pod_spec["imagePullSecrets"] = json!(pod.image_pull_secrets);
+    }
+    // The user's labels first, ours over them (the settings refuse a clash already).
+    let mut pod_labels = json!(pod.pod_labels);
+    for (k, v) in labels.as_object().into_iter().flatten() {
+        pod_labels[k] = v.clone();
+    }
+    let mut pod_metadata = json!({"labels": pod_labels});
+    if !pod.pod_annotations.is_empty() {
+        pod_metadata["annotations"] = json!(pod.pod_annotations);
+    }
     if settings.host_network {
         pod_spec["hostNetwork"] = json!(true);
         // Keep cluster DNS for names (the API server's, if given by name).
@@ -286,7 +320,7 @@ pub fn probe_daemonset(settings: &ProbeSettings, owner: Option<&OwnerReference>)
         "spec": {
             "selector": {"matchLabels": {"app.kubernetes.io/name": NAME}},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": pod_metadata, "spec": pod_spec},
         },
     });
     // The literal above matches the DaemonSet schema; a mismatch is a programming error the
@@ -464,6 +498,102 @@ mod tests {
                 assert_eq!(m["readOnly"], true, "{path} must be read-only");
             }
         }
+    }
+
+    fn with_pod(yaml: &str) -> Value {
+        let settings = ProbeSettings {
+            pod: ProbePodSettings::parse(yaml).unwrap(),
+            ..Default::default()
+        };
+        value(&probe_daemonset(&settings, None))
+    }
+
+    #[test]
+    fn pod_settings_reach_the_pod_template_and_the_defaults_are_todays_daemonset() {
+        assert_eq!(
+            with_pod("{}"),
+            value(&probe_daemonset(&ProbeSettings::default(), None))
+        );
+        // What the chart's default values render is the built-in DaemonSet.
+        assert_eq!(
+            with_pod("{nodeSelector: {}, tolerations: [{operator: Exists}], affinity: null, resources: {requests: {cpu: 50m, memory: 64Mi}, limits: {cpu: 500m, memory: 256Mi}}, podAnnotations: {}, podLabels: {}, imagePullSecrets: [], extraArgs: [], extraEnv: [], httpOutput: {url: '', queue: null}}"),
+            with_pod("{}")
+        );
+        let v = with_pod(
+            r#"
+nodeSelector: {kubernetes.io/os: linux}
+tolerations: [{key: dedicated, operator: Equal, value: gpu, effect: NoSchedule}]
+affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: pool, operator: NotIn, values: [gpu]}]}]}}}
+resources: {requests: {cpu: 20m, memory: 32Mi}, limits: {memory: 128Mi}}
+podAnnotations: {example.com/team: security}
+podLabels: {team: security}
+imagePullSecrets: [{name: regcred}]
+extraArgs: ["--write-rate=10"]
+extraEnv: [{name: RUST_LOG, value: debug}]
+httpOutput: {url: "https://collector.example/v1", queue: 500}
+"#,
+        );
+        let tpl = &v["spec"]["template"];
+        let pod = &tpl["spec"];
+        assert_eq!(pod["nodeSelector"], json!({"kubernetes.io/os": "linux"}));
+        assert_eq!(
+            pod["tolerations"],
+            json!([{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}])
+        );
+        assert_eq!(
+            pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                ["nodeSelectorTerms"][0]["matchExpressions"][0]["key"],
+            "pool"
+        );
+        assert_eq!(pod["imagePullSecrets"], json!([{"name": "regcred"}]));
+        assert_eq!(
+            tpl["metadata"]["annotations"],
+            json!({"example.com/team": "security"})
+        );
+        assert_eq!(tpl["metadata"]["labels"]["team"], "security");
+        assert_eq!(tpl["metadata"]["labels"]["app.kubernetes.io/name"], NAME);
+        assert_eq!(
+            v["spec"]["selector"]["matchLabels"],
+            json!({"app.kubernetes.io/name": NAME}),
+            "the selector never moves"
+        );
+        let c = &pod["containers"][0];
+        assert_eq!(
+            c["resources"],
+            json!({"requests": {"cpu": "20m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}})
+        );
+        let args = strings(&c["args"]);
+        assert_eq!(
+            args[args.len() - 3..],
+            [
+                "--http-output=https://collector.example/v1",
+                "--http-output-queue=500",
+                "--write-rate=10"
+            ]
+        );
+        assert!(args.contains(&"--host-root=/host"));
+        assert_eq!(c["env"][0]["name"], "NODE_NAME");
+        assert_eq!(c["env"][1], json!({"name": "RUST_LOG", "value": "debug"}));
+        // No tolerations at all when asked for none (and no empty list the server drops).
+        let none = with_pod("tolerations: []");
+        assert!(none["spec"]["template"]["spec"]["tolerations"].is_null());
+        // Same settings, same DaemonSet: a new leader's first apply is the steady state.
+        let again = with_pod(
+            &serde_yaml_ng::to_string(
+                &ProbePodSettings::parse(
+                    "podAnnotations: {b: '2', a: '1'}\nnodeSelector: {z: '1', y: '2'}",
+                )
+                .unwrap(),
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            serde_json::to_string(&again).unwrap(),
+            serde_json::to_string(&with_pod(
+                "nodeSelector: {y: '2', z: '1'}\npodAnnotations: {a: '1', b: '2'}"
+            ))
+            .unwrap()
+        );
     }
 
     #[test]

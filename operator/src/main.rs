@@ -14,6 +14,7 @@ mod finding_controller;
 mod leader;
 mod metrics;
 mod policy_controller;
+mod probe_settings;
 #[cfg(test)]
 mod proptests;
 mod retention;
@@ -50,6 +51,7 @@ use crate::{
     events::EventPublisher,
     leader::LeaderElector,
     metrics::Metrics,
+    probe_settings::ProbePodSettings,
     rollout::Rollout,
 };
 
@@ -110,6 +112,12 @@ struct ProbeArgs {
     /// probe container); IPv6 as [ADDR]:PORT. Default: the `kubernetes` Service.
     #[arg(long, value_name = "HOST:PORT")]
     probe_api_server: Option<ApiServerAddr>,
+    /// YAML or JSON file with the probe pods' node selector, tolerations, affinity,
+    /// resources, annotations, labels, image pull secrets, extra arguments and environment,
+    /// and HTTP output (the chart's ConfigMap sockwarden-probe-settings). Read once at
+    /// start; a bad file stops the operator, naming the field.
+    #[arg(long, value_name = "FILE", value_parser = read_probe_settings)]
+    probe_settings: Option<ProbePodSettings>,
     /// Name of the operator's Deployment (in --namespace); it becomes the probe DaemonSet's
     /// owner, so deleting the operator deletes the probes. Empty: no owner.
     #[arg(long, default_value = "", value_name = "NAME")]
@@ -128,9 +136,16 @@ impl ProbeArgs {
             detect_open: self.probe_detect_open,
             host_network: self.probe_host_network,
             api_server: self.probe_api_server.clone(),
+            pod: self.probe_settings.clone().unwrap_or_default(),
             ..Default::default()
         }
     }
+}
+
+/// `--probe-settings`: read and checked while the flags are parsed, so neither `run` nor
+/// `render-daemonset` gets past a bad file.
+fn read_probe_settings(path: &str) -> Result<ProbePodSettings, String> {
+    ProbePodSettings::from_file(std::path::Path::new(path))
 }
 
 #[derive(clap::Args)]
@@ -449,6 +464,38 @@ mod tests {
         let ds = serde_json::to_value(probe_daemonset(&settings, None)).unwrap();
         assert_eq!(ds["metadata"]["namespace"], "sw");
         assert_eq!(ds["spec"]["template"]["spec"]["hostNetwork"], true);
+    }
+
+    #[test]
+    fn both_subcommands_read_the_same_probe_settings_file() {
+        let path =
+            std::env::temp_dir().join(format!("sw-main-settings-{}.yaml", std::process::id()));
+        std::fs::write(
+            &path,
+            "nodeSelector: {pool: system}\nextraArgs: [--write-rate=7]\n",
+        )
+        .unwrap();
+        let flag = format!("--probe-settings={}", path.display());
+        let run = probe_args(parse(&["run", &flag]).unwrap()).settings();
+        let render = probe_args(parse(&["render-daemonset", &flag]).unwrap()).settings();
+        assert_eq!(run, render);
+        assert_eq!(run.pod.node_selector["pool"], "system");
+        let ds = serde_json::to_value(probe_daemonset(&run, None)).unwrap();
+        assert_eq!(
+            ds["spec"]["template"]["spec"]["nodeSelector"]["pool"],
+            "system"
+        );
+        // Without the flag: the built-in pod settings (every taint tolerated).
+        let plain = probe_args(parse(&["run"]).unwrap()).settings();
+        assert_eq!(plain.pod, ProbePodSettings::default());
+        std::fs::write(&path, "podLabels: {app.kubernetes.io/managed-by: me}\n").unwrap();
+        let err = parse(&["run", &flag]).err().expect("refused").to_string();
+        assert!(
+            err.contains("--probe-settings")
+                && err.contains("podLabels.app.kubernetes.io/managed-by"),
+            "{err}"
+        );
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

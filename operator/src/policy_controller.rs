@@ -8,12 +8,14 @@
 use std::{sync::Arc, time::Duration};
 
 use api::{
-    condition::{ACCEPTED, DEGRADED, READY},
+    condition::{ACCEPTED, DEGRADED, ENFORCED, READY},
     DockerAbuseFinding, DockerSocketPolicy, DockerSocketPolicyStatus, FindingsRollup, Mode,
     NodeCoverage,
 };
 use k8s_openapi::{
-    api::apps::v1::DaemonSet, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
+    api::apps::v1::DaemonSet,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
 };
 use kube::{
     api::{Patch, PatchParams},
@@ -66,6 +68,8 @@ async fn reconcile_inner(policy: &DockerSocketPolicy, ctx: &Context) -> Result<A
         tracing::warn!(policy = %name, %message, "policy refused");
         let status = DockerSocketPolicyStatus {
             observed_generation: generation,
+            // Not applied anywhere while refused.
+            effective_mode: None,
             conditions: vec![
                 condition(
                     ACCEPTED,
@@ -112,8 +116,9 @@ async fn reconcile_inner(policy: &DockerSocketPolicy, ctx: &Context) -> Result<A
         .daemonsets
         .get(&ObjectRef::<DaemonSet>::new(NAME).within(&ctx.settings.namespace));
     let cov = coverage(daemonset.as_deref(), &ctx.settings.namespace);
-    let status = DockerSocketPolicyStatus {
+    let mut status = DockerSocketPolicyStatus {
         observed_generation: generation,
+        effective_mode: Some(effective_mode(policy)),
         conditions: vec![
             condition(
                 ACCEPTED,
@@ -143,6 +148,9 @@ async fn reconcile_inner(policy: &DockerSocketPolicy, ctx: &Context) -> Result<A
         nodes: Some(cov.nodes),
         findings,
     };
+    status
+        .conditions
+        .extend(enforced_condition(policy, generation, &previous));
     patch_status(&policies, &name, &status).await?;
     Ok(Action::requeue(if cov.degraded.0 {
         DEGRADED_REQUEUE
@@ -156,6 +164,46 @@ pub(crate) fn accepted_message(policy: &DockerSocketPolicy) -> String {
         Mode::Audit => "policy applied in Audit mode".to_string(),
         Mode::Enforce => "Enforce accepted; this probe version reports (audits) only, blocking ships with the enforcing backends".to_string(),
     }
+}
+
+/// What the nodes do for an accepted policy, whatever it asks for: no probe blocks yet, so
+/// `Audit` for every policy (`status.effectiveMode`, the MODE column). Issue 15 will derive
+/// it from what each node's backend reports it can do.
+pub(crate) fn effective_mode(_policy: &DockerSocketPolicy) -> Mode {
+    Mode::Audit
+}
+
+/// For a policy asking for `Enforce`: the `Enforced` condition, saying whether the nodes
+/// enforce it (today never), so `kubectl describe` does not leave it implied. None for an
+/// `Audit` policy: nothing was asked that could be missing.
+pub(crate) fn enforced_condition(
+    policy: &DockerSocketPolicy,
+    generation: Option<i64>,
+    previous: &[Condition],
+) -> Option<Condition> {
+    if policy.spec.mode != Mode::Enforce {
+        return None;
+    }
+    let enforced = effective_mode(policy) == Mode::Enforce;
+    Some(if enforced {
+        condition(
+            ENFORCED,
+            true,
+            "Enforcing",
+            "the nodes refuse matching accesses",
+            generation,
+            previous,
+        )
+    } else {
+        condition(
+            ENFORCED,
+            false,
+            "NotImplemented",
+            "mode Enforce is accepted but not enforced: no node blocks yet, findings are audited only (action Audit)",
+            generation,
+            previous,
+        )
+    })
 }
 
 /// Node coverage from the probe DaemonSet in the cache, as the `Ready` and `Degraded`
@@ -349,6 +397,15 @@ mod tests {
         let verifier = tokio::spawn(async move {
             let s = expect_status(&mut api, &reply_to).await;
             assert_eq!(s["observedGeneration"], 3);
+            assert_eq!(s["effectiveMode"], "Audit");
+            assert!(
+                !s["conditions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c["type"] == "Enforced"),
+                "an Audit policy asks for nothing it could lack: {s}"
+            );
             assert_eq!(cond(&s, "Accepted")["status"], "True");
             assert_eq!(cond(&s, "Ready")["status"], "True");
             assert_eq!(cond(&s, "Ready")["observedGeneration"], 3);
@@ -488,6 +545,10 @@ mod tests {
             let accepted = cond(&s, "Accepted");
             assert_eq!(accepted["status"], "False");
             assert_eq!(accepted["reason"], "InvalidSpec");
+            assert!(
+                s["effectiveMode"].is_null(),
+                "a refused policy is applied nowhere"
+            );
             let msg = accepted["message"].as_str().unwrap();
             assert!(
                 msg.contains("bad pattern") && msg.contains("needs at least one value"),
@@ -545,6 +606,19 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .contains("Enforce accepted"));
+            // Asked for Enforce, but the nodes audit: MODE shows that, and a condition says so.
+            assert_eq!(s["effectiveMode"], "Audit");
+            let enforced = cond(&s, "Enforced");
+            assert_eq!(enforced["status"], "False");
+            assert_eq!(enforced["reason"], "NotImplemented");
+            assert_eq!(enforced["observedGeneration"], 3);
+            assert!(
+                enforced["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("audited only"),
+                "{enforced}"
+            );
             reply_policy(call, &reply_to);
         });
         let action = reconcile(Arc::new(p), ctx).await.unwrap();

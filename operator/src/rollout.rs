@@ -1,7 +1,8 @@
 //! Keeps the probe DaemonSet as the operator's configuration renders it, and nothing else
 //! moves it.
 //!
-//! The desired DaemonSet is computed once at start from the flags and the owner Deployment
+//! The desired DaemonSet is computed once at start from the flags, the `--probe-settings`
+//! file and the owner Deployment
 //! (see [`owner_reference`]) and applied (server-side apply, forced) when this replica
 //! starts leading. It holds no policy data, so the first apply of a new leader equals the
 //! steady state — a restart or leader change rolls no probe — and policy create, change or

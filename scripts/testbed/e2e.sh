@@ -160,6 +160,8 @@ eventually 120 "the operator Deployment has a ready replica" deploy_ready
 eventually 60 "one operator replica holds the leader Lease, and it is a running operator pod" leader_runs
 eventually 120 "the operator rolls out the probe DaemonSet and its pod becomes Ready" probe_ready
 check "the probe DaemonSet is owned by the operator Deployment (helm uninstall removes it)" probe_owner
+check "the probe DaemonSet tolerates every taint (the chart's default probe.tolerations, read from the ConfigMap sockwarden-probe-settings)" \
+  eval 'expect_eq "$(jp ds -n $ns sockwarden-probe -o jsonpath="{.spec.template.spec.tolerations[*].operator}/{.spec.template.spec.tolerations[*].key}")" Exists/'
 eventually 30 "the probe reports the backend it chose (tracepoint on this kernel)" backend_is tracepoint
 generation=$(ds_generation)
 check "the operator applied the probe DaemonSet once (generation 1: no second rollout at start)" expect_eq "$generation" 1
@@ -174,6 +176,15 @@ check "the operator brought the CRDs to the shape this API server supports (no C
 # ---------------------------------------------------------------- attacks from real pods
 check "a scoped Enforce policy for app=web is created" k apply -f $tb/manifests/policies.yaml
 eventually 30 "the policy is Accepted" eval '[ "$(condition dsp web-enforce Accepted)" = True ]'
+# No node enforces yet: MODE is what the nodes do, the request shows only with -o wide.
+check "kubectl get dsp shows the Enforce policy's MODE as Audit (REQUESTED Enforce with -o wide)" \
+  eval 'k get dsp web-enforce -o wide >"$SW_TESTBED/logs/get-dsp.txt" 2>&1 &&
+    head -1 "$SW_TESTBED/logs/get-dsp.txt" | grep -qE "^NAME +MODE +REQUESTED +ACCEPTED +READY +NODES +FINDINGS +AGE$" &&
+    tail -1 "$SW_TESTBED/logs/get-dsp.txt" | grep -qE "^web-enforce +Audit +Enforce +True "'
+sed 's/^/    /' "$SW_TESTBED/logs/get-dsp.txt"
+check "the Enforce policy's status says effectiveMode Audit and Enforced=False/NotImplemented (kubectl describe shows it)" \
+  eval 'expect_eq "$(jp dsp web-enforce -o jsonpath="{.status.effectiveMode}/{.status.conditions[?(@.type==\"Enforced\")].status}/{.status.conditions[?(@.type==\"Enforced\")].reason}")" Audit/False/NotImplemented &&
+    k describe dsp web-enforce | grep -q "audited only"'
 check "applying the policy did not roll the probe DaemonSet" expect_eq "$(ds_generation)" "$generation"
 check "attacker workloads start in namespace shop" k apply -f $tb/manifests/shop.yaml
 eventually 90 "a DockerAbuseFinding names the Deployment's pod, container, workload, service account and node" \
@@ -192,6 +203,11 @@ k get daf -A >"$SW_TESTBED/logs/get-daf.txt" 2>&1
 check "kubectl get daf -A shows the declared columns" \
   grep -qE '^NAMESPACE +NAME +POD +CONTAINER +SOCKET +OPERATION +ACTION +COUNT +LAST SEEN +AGE$' "$SW_TESTBED/logs/get-daf.txt"
 sed 's/^/    /' "$SW_TESTBED/logs/get-daf.txt"
+k get daf -A -o wide >"$SW_TESTBED/logs/get-daf-wide.txt" 2>&1
+check "kubectl get daf -A -o wide adds NODE, POLICY, EXE and IMAGE" \
+  grep -qE '^NAMESPACE +NAME +POD +CONTAINER +SOCKET +OPERATION +ACTION +NODE +POLICY +EXE +IMAGE +COUNT +LAST SEEN +AGE$' "$SW_TESTBED/logs/get-daf-wide.txt"
+check "kubectl get sockwarden -A (the category) lists policies and findings" \
+  eval 'out=$(k get sockwarden -A -o name) && grep -q "^dockersocketpolicy.sockwarden.io/web-enforce$" <<<"$out" && grep -q "^dockerabusefinding.sockwarden.io/daf-" <<<"$out"'
 web_pod=$(pod_named shop web-)
 eventually 30 "a Warning Event DockerSocketAbuse is on the attacking pod" \
   eval '[ "$(k get events -n shop --field-selector "involvedObject.name=$web_pod,reason=DockerSocketAbuse,type=Warning" -o name | wc -l)" -ge 1 ]'
@@ -299,10 +315,17 @@ users: [{name: operator, user: {token: "$token"}}]
 contexts: [{name: operator, context: {cluster: testbed, user: operator}}]
 current-context: operator
 KC
+  # The probe settings the pods read from their ConfigMap mount, as a file on the host, so
+  # this replica renders the same DaemonSet (taking over must not roll the probes).
+  jp cm -n $ns sockwarden-probe-settings -o jsonpath='{.data.settings\.yaml}' >"$SW_TESTBED/probe-settings.yaml" || return 1
   mapfile -t args < <(jp deploy -n $ns sockwarden-operator -o json | python3 -c '
 import json, sys
 args = json.load(sys.stdin)["spec"]["template"]["spec"]["containers"][0]["args"]
-print("\n".join(a for a in args if not a.startswith("--listen")))')
+for a in args:
+    if a.startswith("--probe-settings="):
+        print("--probe-settings=" + sys.argv[1])
+    elif not a.startswith("--listen"):
+        print(a)' "$SW_TESTBED/probe-settings.yaml")
   KUBECONFIG=$SW_TESTBED/operator-sa.kubeconfig POD_NAMESPACE=$ns POD_NAME=host-replica \
     target/x86_64-unknown-linux-musl/release/sockwarden-operator "${args[@]}" --listen=127.0.0.1:18080 \
     >"$SW_TESTBED/logs/host-replica.log" 2>&1 &
@@ -360,6 +383,18 @@ eventually 60 "the bare pod's finding continues from its count (same object, cou
   eval 'count_grows shop bare "$bare_count" && [ "$(findings_for shop bare)" = 1 ]'
 check "the new probe pod started with the missing-directory policy in place" \
   eval 'k get dsp missing-dir >/dev/null'
+
+# ---------------------------------------------------------------- probe settings
+# Probe values reach the DaemonSet through the ConfigMap the operator reads at start: an
+# upgrade changes the operator pod's checksum annotation, the new operator applies the new
+# DaemonSet, and the probes roll.
+check "helm upgrade sets probe.podAnnotations.e2e-settings=v2" \
+  "$helm" upgrade sockwarden charts/sockwarden -n $ns --reuse-values --set-string probe.podAnnotations.e2e-settings=v2
+eventually 120 "the restarted operator applied the probe DaemonSet with the annotation" \
+  eval 'expect_eq "$(jp ds -n $ns sockwarden-probe -o jsonpath="{.spec.template.metadata.annotations.e2e-settings}")" v2'
+eventually 120 "the rolled probe pod carries it and is Ready" \
+  eval 'p=$(pod_named $ns sockwarden-probe) && expect_eq "$(jp pod -n $ns "$p" -o jsonpath="{.metadata.annotations.e2e-settings}")" v2 && probe_ready'
+check "the probe DaemonSet is still owned by the operator Deployment" probe_owner
 
 # ---------------------------------------------------------------- uninstall
 check "helm uninstall" "$helm" uninstall sockwarden -n $ns --wait
