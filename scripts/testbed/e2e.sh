@@ -384,23 +384,42 @@ eventually 60 "the bare pod's finding continues from its count (same object, cou
 check "the new probe pod started with the missing-directory policy in place" \
   eval 'k get dsp missing-dir >/dev/null'
 
-# ---------------------------------------------------------------- probe settings
-# Probe values reach the DaemonSet through the ConfigMap the operator reads at start: an
-# upgrade changes the operator pod's checksum annotation, the new operator applies the new
-# DaemonSet, and the probes roll.
-check "helm upgrade sets probe.podAnnotations.e2e-settings=v2" \
-  "$helm" upgrade sockwarden charts/sockwarden -n $ns --reuse-values --set-string probe.podAnnotations.e2e-settings=v2
-eventually 120 "the restarted operator applied the probe DaemonSet with the annotation" \
-  eval 'expect_eq "$(jp ds -n $ns sockwarden-probe -o jsonpath="{.spec.template.metadata.annotations.e2e-settings}")" v2'
+# ---------------------------------------------------------------- helm upgrade: CRDs and probe settings
+# Helm never updates crds/. The cluster's findings CRD is set back to an older shape (its
+# COUNT column gone, as in a release before that column); `helm upgrade` then changes a
+# probe value, which reaches the DaemonSet through the ConfigMap the operator reads at start:
+# the operator restarts (checksum of its probe settings), its new leader brings the CRD to
+# this release's shape and applies the DaemonSet with the value — one rollout.
+count_column() { jp crd dockerabusefindings.sockwarden.io -o jsonpath='{.spec.versions[0].additionalPrinterColumns[*].name}' | tr ' ' '\n' | grep -qx COUNT; }
+old_crd() {
+  local i
+  i=$(jp crd dockerabusefindings.sockwarden.io -o json | python3 -c '
+import json, sys
+cols = json.load(sys.stdin)["spec"]["versions"][0]["additionalPrinterColumns"]
+print([c["name"] for c in cols].index("COUNT"))') || return 1
+  k patch crd dockerabusefindings.sockwarden.io --type=json -p "[{\"op\":\"remove\",\"path\":\"/spec/versions/0/additionalPrinterColumns/$i\"}]" && ! count_column
+}
+# Only the Deployment's pods may lead from here: the host replica (from the faults above)
+# would keep running the old release.
+[ -n "$host_replica" ] && kill "$host_replica" 2>/dev/null && wait "$host_replica" 2>/dev/null
+host_replica=""
+eventually 90 "an operator pod of the Deployment leads" leader_runs
+check "the findings CRD is set back to an older shape (no COUNT column)" old_crd
+generation=$(ds_generation)
+check "helm upgrade with a new probe value (a pod annotation)" \
+  "$helm" upgrade sockwarden charts/sockwarden -n $ns -f $tb/values-testbed.yaml --set-string probe.podAnnotations.e2e-upgrade=yes
+eventually 180 "the new operator's leader brought the CRD back to this release's shape (COUNT column)" count_column
+eventually 120 "the probe DaemonSet carries the new value, after exactly one rollout" \
+  eval '[ "$(jp ds -n $ns sockwarden-probe -o jsonpath="{.spec.template.metadata.annotations.e2e-upgrade}")" = yes ] && expect_eq "$(ds_generation)" $((generation + 1))'
 eventually 120 "the rolled probe pod carries it and is Ready" \
-  eval 'p=$(pod_named $ns sockwarden-probe) && expect_eq "$(jp pod -n $ns "$p" -o jsonpath="{.metadata.annotations.e2e-settings}")" v2 && probe_ready'
+  eval 'p=$(pod_named $ns sockwarden-probe) && expect_eq "$(jp pod -n $ns "$p" -o jsonpath="{.metadata.annotations.e2e-upgrade}")" yes && probe_ready'
 check "the probe DaemonSet is still owned by the operator Deployment" probe_owner
 
 # ---------------------------------------------------------------- uninstall
 check "helm uninstall" "$helm" uninstall sockwarden -n $ns --wait
 nothing_left() {
   local left
-  left=$(k get deploy,ds,rs,pods,sa,svc,networkpolicy,role,rolebinding,lease -n $ns -o name 2>&1 | grep -v -e '^serviceaccount/default$' -e '^No resources')
+  left=$(k get deploy,ds,rs,pods,sa,svc,cm,networkpolicy,role,rolebinding,lease -n $ns -o name 2>&1 | grep -v -e '^serviceaccount/default$' -e '^configmap/kube-root-ca.crt$' -e '^No resources')
   left+=$(k get clusterrole,clusterrolebinding -o name | grep sockwarden)
   left+=$(k get dsp -o name | grep sockwarden-default)
   [ -z "$left" ] || { echo "left behind: $left"; return 1; }
