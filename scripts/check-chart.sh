@@ -6,7 +6,8 @@
 # README's values table is stale, and check the alerts and dashboard (scripts/check-alerts.sh).
 #
 # The last part checks the chart against the operator binary (OPERATOR_BIN, default
-# target/debug/sockwarden-operator): every flag the chart passes must exist, and the probe
+# target/debug/sockwarden-operator) and the probe binary (PROBE_BIN, default
+# target/debug/sockwarden-probe): every flag the chart passes must exist, and the probe
 # DaemonSet rendered from the chart's own operator arguments is validated and scanned. It
 # runs after everything else and reports on its own, so "the chart is wrong" and "this
 # operator lacks a flag the chart passes" are told apart.
@@ -17,6 +18,7 @@ work=$(mktemp -d /tmp/sw-chart.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 chart=charts/sockwarden
 operator_bin=${OPERATOR_BIN:-target/debug/sockwarden-operator}
+probe_bin=${PROBE_BIN:-target/debug/sockwarden-probe}
 
 # The chart's crds/ hold the base shape of crds/ (no CEL rules; api::crds): crdgen writes
 # both, and the generator test (cargo test -p api) fails when either is stale.
@@ -495,6 +497,25 @@ PY
   scan_ds probe-settings "$base_skips"
 else
   problems+=("probe-settings: render-daemonset $(tr '\n' ' ' <"$work/probe-settings.ds-args")failed: $(cat "$work/probe-settings.ds.err")")
+fi
+# Every flag a rendered DaemonSet gives the probe (the operator's own and the chart's
+# extraArgs and httpOutput) must exist in the probe binary, or the probes crash-loop.
+if "$probe_bin" run --help >"$work/probe-run-help.txt" 2>&1; then
+  while IFS= read -r line; do problems+=("$line"); done < <(python3 - "$work/probe-run-help.txt" "$probe_bin" \
+    "$work"/{default,testbed,probe-settings}.ds.yaml <<'PY'
+import re, sys, yaml
+known = set(re.findall(r"--[a-z0-9][a-z0-9-]*", open(sys.argv[1]).read()))
+for path in sys.argv[3:]:
+    args = yaml.safe_load(open(path))["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "run", args
+    for a in args[1:]:
+        flag = a.split("=", 1)[0]
+        if flag not in known:
+            print(f"`{sys.argv[2]} run` has no {flag} (the DaemonSet of {path.rsplit('/', 1)[-1]} passes it)")
+PY
+  )
+else
+  problems+=("$probe_bin run --help failed: $(head -3 "$work/probe-run-help.txt")")
 fi
 # Settings the schema lets through but the operator refuses (a flag it sets itself) stop it
 # before it starts, naming the field.
