@@ -406,8 +406,12 @@ host_replica=""
 eventually 90 "an operator pod of the Deployment leads" leader_runs
 check "the findings CRD is set back to an older shape (no COUNT column)" old_crd
 generation=$(ds_generation)
-check "helm upgrade with a new probe value (a pod annotation)" \
-  "$helm" upgrade sockwarden charts/sockwarden -n $ns -f $tb/values-testbed.yaml --set-string probe.podAnnotations.e2e-upgrade=yes
+# The default policy was edited with kubectl above (an exemption); Helm 4 applies server-side
+# and stops at such a conflict unless told to take the fields back (README: "Upgrades").
+check "helm upgrade with a new probe value (a pod annotation), taking back the edited default policy" \
+  "$helm" upgrade sockwarden charts/sockwarden -n $ns -f $tb/values-testbed.yaml --set-string probe.podAnnotations.e2e-upgrade=yes --force-conflicts
+check "the default policy is the chart's again (the kubectl-added exemption is gone)" \
+  eval '! jp dsp sockwarden-default -o json | grep -q web-sa'
 eventually 180 "the new operator's leader brought the CRD back to this release's shape (COUNT column)" count_column
 eventually 120 "the probe DaemonSet carries the new value, after exactly one rollout" \
   eval '[ "$(jp ds -n $ns sockwarden-probe -o jsonpath="{.spec.template.metadata.annotations.e2e-upgrade}")" = yes ] && expect_eq "$(ds_generation)" $((generation + 1))'
