@@ -106,7 +106,7 @@ render operator-host-network --set operator.hostNetwork=true
 expect operator-host-network '
 assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet", pod
 assert op["livenessProbe"]["httpGet"]["host"] == "127.0.0.1" and op["readinessProbe"]["httpGet"]["host"] == "127.0.0.1"
-assert deploy["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}, deploy["spec"]["strategy"]
+assert deploy["spec"]["strategy"] == {"type": "Recreate"}, deploy["spec"]["strategy"]
 assert "--probe-host-network" not in args and "KUBERNETES_SERVICE_HOST" not in env
 '
 render probe-host-network --set probe.hostNetwork=true
