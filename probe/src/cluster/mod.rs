@@ -8,6 +8,7 @@
 //! [`writer::FindingWriter`]. Policies only ever judge metadata built from the pod object.
 pub mod cri;
 pub mod owners;
+pub mod pod_index;
 pub mod pods;
 pub mod policy;
 #[cfg(test)]

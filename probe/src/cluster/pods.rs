@@ -106,7 +106,8 @@ pub fn strip_runtime_prefix(container_id: &str) -> &str {
         .map_or(container_id, |(_, id)| id)
 }
 
-fn statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
+/// Every container status of `pod`: containers, init containers, ephemeral containers.
+pub(crate) fn statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
     let status = pod.status.as_ref();
     status
         .and_then(|s| s.container_statuses.as_ref())
