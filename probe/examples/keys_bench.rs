@@ -21,6 +21,7 @@ use kube::runtime::{reflector, watcher};
 use probe::{
     cluster::{
         owners::OwnerResolver,
+        pod_index::PodIndex,
         run_sink,
         writer::{FindingWriter, WriterConfig},
         Batch, ClusterSink, Enricher,
@@ -164,16 +165,22 @@ async fn bench() -> i32 {
     let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
     let (pods, mut pod_writer) = reflector::store();
+    let pod_index = PodIndex::default();
     let (namespaces, _ns_writer) = reflector::store();
     let (policies, _pol_writer) = reflector::store();
     for i in 0..CONTAINERS {
-        pod_writer.apply_watcher_event(&watcher::Event::Apply(pod(i, "flood")));
+        let event = watcher::Event::Apply(pod(i, "flood"));
+        pod_writer.apply_watcher_event(&event);
+        pod_index.apply_watcher_event(&event);
     }
     let other = CONTAINERS; // another pod, in another namespace
-    pod_writer.apply_watcher_event(&watcher::Event::Apply(pod(other, "bank")));
+    let event = watcher::Event::Apply(pod(other, "bank"));
+    pod_writer.apply_watcher_event(&event);
+    pod_index.apply_watcher_event(&event);
     let metrics = Arc::new(Metrics::new().unwrap());
     let enricher = Enricher {
         pods,
+        pod_index,
         namespaces,
         policies,
         client: None,

@@ -17,6 +17,7 @@ use probe::{
     attribution::CgroupIndex,
     cluster::{
         owners::OwnerResolver,
+        pod_index::PodIndex,
         run_sink,
         writer::{FindingWriter, WriterConfig},
         ClusterForwarder, ClusterSink, Enricher,
@@ -88,6 +89,7 @@ async fn bench() {
     let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
     let (pods, mut pod_writer) = reflector::store();
+    let pod_index = PodIndex::default();
     let (namespaces, _ns_writer) = reflector::store();
     let (policies, _pol_writer) = reflector::store();
     let ids: Vec<String> = (0..CONTAINERS).map(|i| format!("{i:064x}")).collect();
@@ -98,10 +100,13 @@ async fn bench() {
             "spec": {"containers": []},
             "status": {"containerStatuses": [{"name": "app", "containerID": format!("containerd://{id}"), "image": "nginx", "imageID": "", "ready": true, "restartCount": 0}]}
         })).unwrap();
-        pod_writer.apply_watcher_event(&watcher::Event::Apply(pod));
+        let event = watcher::Event::Apply(pod);
+        pod_writer.apply_watcher_event(&event);
+        pod_index.apply_watcher_event(&event);
     }
     let enricher = Enricher {
         pods,
+        pod_index,
         namespaces,
         policies,
         client: None,

@@ -19,6 +19,7 @@ use crate::{
     cluster::{
         cri::{CriClient, IdentitySource, DEFAULT_CRI_SOCKETS},
         owners::OwnerResolver,
+        pod_index::PodIndex,
         run_sink,
         writer::{FindingWriter, WriterConfig},
         ClusterForwarder, ClusterSink, Enricher,
@@ -481,27 +482,36 @@ async fn start_cluster_sink(
     kube::runtime::reflector::Store<api::DockerSocketPolicy>,
 )> {
     use k8s_openapi::api::core::v1::{Namespace, Pod};
-    use kube::runtime::watcher;
+    use kube::{core::PartialObjectMeta, runtime::watcher};
     if args.node.is_none() {
         bail!("cluster mode needs this node's name: set NODE_NAME (the downward API's spec.nodeName) or --node");
     }
     let client = kube::Client::try_default()
         .await
         .context("cluster mode: cannot reach the Kubernetes API (no in-cluster service account and no kubeconfig)")?;
+    let pod_index = PodIndex::default();
     let pods = spawn_reflector(
         kube::Api::<Pod>::all(client.clone()),
         watcher::Config::default().fields(&format!("spec.nodeName={node}")),
         status.task("pod cache"),
+        {
+            let index = pod_index.clone();
+            move |event| index.apply_watcher_event(event)
+        },
     );
+    // Metadata only (labels are what namespace selectors read): same list/watch permission,
+    // smaller objects.
     let namespaces = spawn_reflector(
-        kube::Api::<Namespace>::all(client.clone()),
+        kube::Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
         status.task("namespace cache"),
+        |_| {},
     );
     let policies = spawn_reflector(
         kube::Api::<api::DockerSocketPolicy>::all(client.clone()),
         watcher::Config::default(),
         status.task("policy cache"),
+        |_| {},
     );
     // Ready, and judging findings, only once all three caches have listed once.
     status.not_ready(
@@ -564,6 +574,7 @@ async fn start_cluster_sink(
     );
     let enricher = Enricher {
         pods,
+        pod_index,
         namespaces,
         policies: policies.clone(),
         client: Some(client.clone()),
@@ -581,10 +592,12 @@ async fn start_cluster_sink(
     Ok((tx, task, policies))
 }
 
+/// A cache of `api`'s objects; `on_event` sees each watch event after the cache took it.
 fn spawn_reflector<K>(
     api: kube::Api<K>,
     config: kube::runtime::watcher::Config,
     alive: server::TaskGuard,
+    mut on_event: impl FnMut(&kube::runtime::watcher::Event<K>) + Send + 'static,
 ) -> kube::runtime::reflector::Store<K>
 where
     K: kube::Resource
@@ -599,16 +612,16 @@ where
     use futures::StreamExt;
     use kube::runtime::{reflector, watcher, WatchStreamExt};
     let (store, writer) = reflector::store();
-    let stream = reflector(writer, watcher(api, config).default_backoff()).applied_objects();
+    let stream = reflector(writer, watcher(api, config).default_backoff());
     tokio::spawn(async move {
         let _alive = alive;
-        stream
-            .for_each(|r| async move {
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "watching the API failed; retrying");
-                }
-            })
-            .await
+        let mut stream = std::pin::pin!(stream);
+        while let Some(r) = stream.next().await {
+            match r {
+                Ok(event) => on_event(&event),
+                Err(e) => tracing::warn!(error = %e, "watching the API failed; retrying"),
+            }
+        }
     });
     store
 }

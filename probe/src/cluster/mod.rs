@@ -2,7 +2,8 @@
 //! and namespace, under the policy that governs them.
 //!
 //! The event loop hands each finding to a bounded channel (never blocking the ring-buffer
-//! reader); one task enriches it (pod cache by container id; for a container that has just
+//! reader); one task enriches it (pod index by container id, which remembers recently deleted
+//! pods for a while; for a container that has just
 //! started, the pod its CRI labels name, from the cache by name or one GET; else hold and
 //! retry briefly), applies policy scope and exemptions, and queues it in the rate-limited
 //! [`writer::FindingWriter`]. Policies only ever judge metadata built from the pod object.
@@ -26,6 +27,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
+    core::PartialObjectMeta,
     runtime::reflector::{ObjectRef, Store},
     Api, Client, ResourceExt,
 };
@@ -44,6 +46,7 @@ use crate::{
 use api::compiled::Verdict;
 use cri::IdentitySource;
 use owners::OwnerResolver;
+use pod_index::PodIndex;
 use pods::{PodIdentity, PodMeta};
 use policy::Policies;
 use writer::{FindingWriter, Recorded};
@@ -130,7 +133,10 @@ impl FindingSink for ClusterForwarder {
 /// Caches and clients enrichment needs.
 pub struct Enricher {
     pub pods: Store<Pod>,
-    pub namespaces: Store<Namespace>,
+    /// The same pods by container id, and recently deleted ones.
+    pub pod_index: PodIndex,
+    /// Namespaces' metadata only: their labels are all policies judge by.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub policies: Store<DockerSocketPolicy>,
     pub client: Option<Client>,
     /// Who a container is before its pod's status lists it (the runtimes' CRI APIs).
@@ -139,8 +145,8 @@ pub struct Enricher {
 }
 
 impl Enricher {
-    /// The pod of a container, always built from the pod object: the node's pod cache by
-    /// container id; else, for a container its pod's status does not list yet (it has just
+    /// The pod of a container, always built from the pod object: the node's pod index by
+    /// container id (a pod deleted up to `pod_index::GONE_TTL` ago included); else, for a container its pod's status does not list yet (it has just
     /// started), the pod its CRI labels name, from the cache by namespace/name or else one GET,
     /// if the uid matches. `None` — hold and retry — while the pod object cannot be had: what
     /// CRI labels say alone is never judged (it lacks the labels and service account).
@@ -152,7 +158,7 @@ impl Enricher {
         container_id: &str,
         cgroup_pod_uid: Option<&str>,
     ) -> Option<PodMeta> {
-        if let Some(meta) = pods::lookup(&self.pods, container_id) {
+        if let Some(meta) = self.pod_index.lookup(container_id) {
             return Some(meta);
         }
         let Some(identity) = self.believed_identity(container_id, cgroup_pod_uid).await else {
@@ -352,7 +358,9 @@ impl ClusterSink {
         let ns_labels = self
             .enricher
             .namespaces
-            .get(&ObjectRef::<Namespace>::new(&meta.namespace))
+            .get(&ObjectRef::<PartialObjectMeta<Namespace>>::new(
+                &meta.namespace,
+            ))
             .map(|n| n.labels().clone())
             .unwrap_or_default();
         self.policies.refresh(&self.enricher.policies.state());
@@ -562,12 +570,25 @@ mod tests {
     };
     use kube::runtime::{reflector, watcher};
 
+    /// The pod watch as `run` wires it: the store, then the index.
+    struct PodFeed {
+        store: reflector::store::Writer<Pod>,
+        index: PodIndex,
+    }
+
+    impl PodFeed {
+        fn apply_watcher_event(&mut self, event: &watcher::Event<Pod>) {
+            self.store.apply_watcher_event(event);
+            self.index.apply_watcher_event(event);
+        }
+    }
+
     struct Fixture {
         api: ApiDouble,
         sink: ClusterSink,
-        pods: reflector::store::Writer<Pod>,
+        pods: PodFeed,
         policies: reflector::store::Writer<DockerSocketPolicy>,
-        namespaces: reflector::store::Writer<Namespace>,
+        namespaces: reflector::store::Writer<PartialObjectMeta<Namespace>>,
         /// What the runtime's CRI labels say about containers.
         cri: Identities,
         /// What the sink printed on "stdout".
@@ -581,8 +602,14 @@ mod tests {
         let (ns_store, namespaces) = reflector::store();
         let (policy_store, policies) = reflector::store();
         let cri = Identities::default();
+        let pod_index = PodIndex::default();
+        let pods = PodFeed {
+            store: pods,
+            index: pod_index.clone(),
+        };
         let enricher = Enricher {
             pods: pod_store,
+            pod_index,
             namespaces: ns_store,
             policies: policy_store,
             client: Some(api.client()),
@@ -845,7 +872,7 @@ mod tests {
         fx.policies
             .apply_watcher_event(&watcher::Event::Apply(scoped));
         fx.namespaces.apply_watcher_event(&watcher::Event::Apply(serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"team": "shop"}}
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"name": "shop", "labels": {"team": "shop"}}
         })).unwrap()));
         fx.sink.handle(container_finding("cid-1")).await;
         fx.sink.writer.flush().await;
@@ -894,6 +921,60 @@ mod tests {
         assert_eq!(k["policy"], "default");
         assert_eq!(k["severity"], 2);
         assert_eq!(k["finding"], object["metadata"]["name"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_container_whose_pod_was_just_deleted_is_still_attributed_to_it_for_a_while() {
+        let mut fx = fixture();
+        let pod = pods::pod_json("web-1", "pod-uid-1", &[("app", "cid-gone")], &[]);
+        fx.pods
+            .apply_watcher_event(&watcher::Event::Apply(pod.clone()));
+        fx.pods.apply_watcher_event(&watcher::Event::Delete(pod));
+        fx.sink.handle(container_finding("cid-gone")).await;
+        fx.sink.writer.flush().await;
+        let all = written(&fx.api);
+        assert_eq!(all.len(), 1, "{all:#?}");
+        assert_eq!(
+            all[0]["spec"]["pod"],
+            serde_json::json!({"name": "web-1", "uid": "pod-uid-1"})
+        );
+        assert_eq!(all[0]["spec"]["container"]["name"], "app");
+        assert_eq!(all[0]["spec"]["serviceAccount"], "web-sa");
+        assert!(fx.sink.held.is_empty());
+        // past the TTL the id names nothing: held, as any unknown container
+        tokio::time::advance(pod_index::GONE_TTL + Duration::from_secs(1)).await;
+        fx.sink.handle(container_finding("cid-gone")).await;
+        assert_eq!(fx.sink.held.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_namespace_selector_reads_the_labels_of_the_metadata_only_namespace_cache() {
+        let mut fx = fixture();
+        fx.pods
+            .apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
+                "web-1",
+                "pod-uid-1",
+                &[("app", "cid-1")],
+                &[],
+            )));
+        fx.policies.apply_watcher_event(&watcher::Event::Apply(accepted(
+            "payments",
+            serde_json::json!({"severity": 3, "selector": {"namespaceSelector": {"matchLabels": {"team": "payments"}}}}),
+        )));
+        fx.namespaces.apply_watcher_event(&watcher::Event::Apply(serde_json::from_value(serde_json::json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"name": "shop", "labels": {"team": "payments"}}
+        })).unwrap()));
+        fx.sink.handle(container_finding("cid-1")).await;
+        fx.sink.writer.flush().await;
+        let all = written(&fx.api);
+        assert_eq!(all.len(), 1, "{all:#?}");
+        assert_eq!(all[0]["spec"]["policy"], "payments");
+        assert_eq!(all[0]["spec"]["severity"], 3);
+        fx.sink.policies.refresh(&fx.sink.enricher.policies.state());
+        fx.sink
+            .policies
+            .count_out_of_scope(&fx.sink.enricher.pods, &fx.sink.enricher.namespaces);
+        assert_eq!(fx.sink.metrics.pods_out_of_scope.get(), 0);
     }
 
     #[tokio::test]

@@ -1,12 +1,12 @@
 //! Who a container is in Kubernetes terms: pod, namespace, container name, image, service
-//! account, labels and owning workload. Looked up by container id in a cache of this node's
-//! pods (a reflector over `spec.nodeName=$NODE_NAME`), covering init and ephemeral
-//! containers too.
+//! account, labels and owning workload, built from a pod object. Container ids are looked up in
+//! [`super::pod_index::PodIndex`], fed by the watch of this node's pods
+//! (`spec.nodeName=$NODE_NAME`), covering init and ephemeral containers too.
 use std::collections::BTreeMap;
 
 use api::WorkloadRef;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
-use kube::{runtime::reflector::Store, ResourceExt};
+use kube::ResourceExt;
 
 /// What a finding says about the pod a container belongs to: everything a policy judges by.
 ///
@@ -147,8 +147,10 @@ pub fn meta_for_identity(pod: &Pod, identity: &PodIdentity) -> Option<PodMeta> {
     same.then(|| PodMeta::from_pod(pod, &identity.container_name, identity.image.as_deref()))
 }
 
-/// Finds a container among the cached pods of this node.
-pub fn lookup(pods: &Store<Pod>, container_id: &str) -> Option<PodMeta> {
+/// Finds a container by scanning every cached pod: what [`super::pod_index::PodIndex`]
+/// replaced, kept to compare against it.
+#[cfg(test)]
+pub fn lookup(pods: &kube::runtime::reflector::Store<Pod>, container_id: &str) -> Option<PodMeta> {
     pods.state().iter().find_map(|p| meta_for(p, container_id))
 }
 

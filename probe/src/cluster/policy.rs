@@ -11,6 +11,7 @@ use api::{
 };
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::{
+    core::PartialObjectMeta,
     runtime::reflector::{ObjectRef, Store},
     ResourceExt,
 };
@@ -72,7 +73,11 @@ impl Policies {
 
     /// Counts this node's pods that no applied policy selects, for the
     /// `sockwarden_probe_pods_out_of_scope` gauge: "out of scope" is visible, not silent.
-    pub fn count_out_of_scope(&self, pods: &Store<Pod>, namespaces: &Store<Namespace>) {
+    pub fn count_out_of_scope(
+        &self,
+        pods: &Store<Pod>,
+        namespaces: &Store<PartialObjectMeta<Namespace>>,
+    ) {
         let none = BTreeMap::new();
         let out = pods
             .state()
