@@ -123,7 +123,7 @@ pub(crate) fn fill_task(event: *mut Event, kind: u32, task: u64, mnt_ns: u32, pi
     }
 }
 
-/// Copies a user-space string into the event's path; returns the length without the NUL.
+/// Copies a user-space string into the event's path and sets `path_len` (without the NUL).
 #[inline(always)]
 pub(crate) fn copy_user_path(event: *mut Event, src: u64, max: u32) {
     unsafe {
