@@ -180,6 +180,110 @@ pub const COUNTER_CONNECT_RINGBUF_DROPS: u32 = 2;
 pub const COUNTER_OPENS_LIMITED: u32 = 3;
 pub const COUNTERS_LEN: u32 = 4;
 
+// Layout assertions. The eBPF object (target bpfel) writes these types and the probe (the
+// host's target) reads them, or the other way round, each compiled from this file on its own:
+// a layout that differs between the two, or that changes unnoticed, would have one side read
+// the other's bytes at the wrong place. Both builds evaluate these at compile time, so such a
+// change fails to compile instead. The numbers are the ABI: change them only together with the
+// struct, knowing that both sides are rebuilt.
+
+/// Asserts size, alignment and every field's offset of a shared type. The pattern without
+/// `..` in `every_field_listed` makes leaving out a field (or adding one to the struct but not
+/// here) a compile error too (rustc words it as "pattern requires `..`").
+macro_rules! assert_layout {
+    ($ty:ident, size = $size:literal, align = $align:literal, { $($field:ident: $offset:literal),+ $(,)? }) => {
+        const _: () = {
+            #[allow(dead_code)]
+            fn every_field_listed(value: &$ty) {
+                let $ty { $($field: _),+ } = value;
+            }
+            assert!(core::mem::size_of::<$ty>() == $size);
+            assert!(core::mem::align_of::<$ty>() == $align);
+            $(assert!(core::mem::offset_of!($ty, $field) == $offset);)+
+        };
+    };
+}
+
+assert_layout!(Event, size = 360, align = 8, {
+    kind: 0,
+    flags: 4,
+    tid: 8,
+    pid: 12,
+    ppid: 16,
+    uid: 20,
+    gid: 24,
+    mnt_ns: 28,
+    pid_ns: 32,
+    ret: 36,
+    dirfd: 40,
+    path_len: 44,
+    cgroup_id: 48,
+    ktime_ns: 56,
+    start_ns: 64,
+    dev: 72,
+    ino: 80,
+    comm: 88,
+    path: 104,
+});
+// `path` is last: the cgroup_mkdir program zeroes the `size_of::<Event>() - PATH_LEN` bytes
+// before it.
+const _: () =
+    assert!(core::mem::offset_of!(Event, path) + PATH_LEN == core::mem::size_of::<Event>());
+
+assert_layout!(WatchedKey, size = 16, align = 8, { dev: 0, ino: 8 });
+
+assert_layout!(KernelOffsets, size = 92, align = 4, {
+    sock_state: 0,
+    unix_sock_path_dentry: 4,
+    dentry_inode: 8,
+    inode_ino: 12,
+    inode_sb: 16,
+    sb_dev: 20,
+    task_real_parent: 24,
+    task_tgid: 28,
+    task_nsproxy: 32,
+    nsproxy_mnt_ns: 36,
+    nsproxy_pid_ns: 40,
+    mnt_ns_inum: 44,
+    pid_ns_inum: 48,
+    regs_syscall_nr: 52,
+    regs_arg2: 56,
+    regs_arg1: 60,
+    file_inode: 64,
+    file_flags: 68,
+    inode_mode: 72,
+    socket_sk: 76,
+    task_group_leader: 80,
+    task_start_boottime: 84,
+    _pad: 88,
+});
+
+assert_layout!(ProbeConfig, size = 16, align = 4, {
+    connect_syscall_nr: 0,
+    open_syscall_nr: 4,
+    openat_syscall_nr: 8,
+    openat2_syscall_nr: 12,
+});
+
+assert_layout!(RecordFields, size = 64, align = 4, {
+    data_ready_sk: 0,
+    data_ready_family: 4,
+    openat_dfd: 8,
+    openat_filename: 12,
+    openat_flags: 16,
+    open_filename: 20,
+    open_flags: 24,
+    openat2_dfd: 28,
+    openat2_filename: 32,
+    openat2_how: 36,
+    exit_openat_ret: 40,
+    exit_open_ret: 44,
+    exit_openat2_ret: 48,
+    mkdir_root: 52,
+    mkdir_id: 56,
+    mkdir_path: 60,
+});
+
 #[cfg(feature = "user")]
 mod pod_impls {
     // SAFETY: plain-old-data, `#[repr(C)]`, every bit pattern valid.

@@ -192,4 +192,64 @@ mod tests {
         assert_eq!(decode(&encode(&e)), Err(DecodeError::UnknownKind(42)));
         assert!(matches!(decode(&[0u8; 8]), Err(DecodeError::Short(8, _))));
     }
+
+    /// The kernel side fills a reserved record field by field (`addr_of_mut!` writes, see
+    /// probe-ebpf's `helpers::fill_task`), never as a whole struct: build the bytes the same
+    /// way, at the offsets probe-common asserts, and every field must decode from its place.
+    #[test]
+    fn record_written_field_by_field_decodes_every_field() {
+        use std::mem::{offset_of, size_of};
+        let mut bytes = vec![0u8; size_of::<Event>()];
+        let mut put = |offset: usize, value: &[u8]| {
+            bytes[offset..offset + value.len()].copy_from_slice(value)
+        };
+        put(offset_of!(Event, kind), &kind::OPEN.to_ne_bytes());
+        put(offset_of!(Event, flags), &0o101u32.to_ne_bytes());
+        put(offset_of!(Event, tid), &21u32.to_ne_bytes());
+        put(offset_of!(Event, pid), &20u32.to_ne_bytes());
+        put(offset_of!(Event, ppid), &2u32.to_ne_bytes());
+        put(offset_of!(Event, uid), &1000u32.to_ne_bytes());
+        put(offset_of!(Event, gid), &1001u32.to_ne_bytes());
+        put(offset_of!(Event, mnt_ns), &4026532010u32.to_ne_bytes());
+        put(offset_of!(Event, pid_ns), &4026532011u32.to_ne_bytes());
+        put(offset_of!(Event, ret), &(-6i32).to_ne_bytes());
+        put(offset_of!(Event, dirfd), &7i32.to_ne_bytes());
+        put(offset_of!(Event, path_len), &11u32.to_ne_bytes());
+        put(offset_of!(Event, cgroup_id), &778u64.to_ne_bytes());
+        put(offset_of!(Event, ktime_ns), &123_456_789u64.to_ne_bytes());
+        put(offset_of!(Event, start_ns), &987_654_321u64.to_ne_bytes());
+        put(offset_of!(Event, dev), &26u64.to_ne_bytes());
+        put(offset_of!(Event, ino), &4343u64.to_ne_bytes());
+        put(offset_of!(Event, comm), b"docker\0");
+        put(offset_of!(Event, path), b"docker.sock\0");
+        // A record at an odd address, as a ring-buffer sample may be.
+        let mut unaligned = vec![0u8];
+        unaligned.extend_from_slice(&bytes);
+        let Decoded::Socket(s) = decode(&unaligned[1..]).unwrap() else {
+            panic!("not a socket event")
+        };
+        assert_eq!(
+            s,
+            SocketEvent {
+                operation: Operation::Open,
+                tid: 21,
+                pid: 20,
+                ppid: 2,
+                uid: 1000,
+                gid: 1001,
+                comm: "docker".into(),
+                cgroup_id: 778,
+                mnt_ns: 4026532010,
+                pid_ns: 4026532011,
+                dev: 26,
+                ino: 4343,
+                flags: 0o101,
+                dirfd: 7,
+                ret: -6,
+                path: Some("docker.sock".into()),
+                ktime_ns: 123_456_789,
+                start_ns: 987_654_321,
+            }
+        );
+    }
 }
