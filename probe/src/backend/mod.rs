@@ -30,7 +30,9 @@ pub enum BackendRequest {
     Tracepoint,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The attach backend in use, as findings, logs and `sockwarden_probe_backend_info` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Lsm,
     Fentry,
