@@ -269,6 +269,19 @@ fn take(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_backend_is_spelled_the_same_on_findings_logs_and_metrics() {
+        for (kind, name) in [
+            (BackendKind::Lsm, "lsm"),
+            (BackendKind::Fentry, "fentry"),
+            (BackendKind::Tracepoint, "tracepoint"),
+        ] {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(kind.to_string(), name);
+            assert_eq!(serde_json::to_value(kind).unwrap(), name);
+        }
+    }
+
     fn only(ok: &'static [BackendKind]) -> impl FnMut(BackendKind) -> Result<BackendKind, String> {
         move |k| {
             if ok.contains(&k) {
