@@ -55,6 +55,33 @@ pub enum FindingOperation {
     Open,
 }
 
+impl FindingOperation {
+    /// The spelling the object, the probe's stdout line and every metric label use (the
+    /// serde name; a test keeps the two equal).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingOperation::Connect => "connect",
+            FindingOperation::Open => "open",
+        }
+    }
+}
+
+impl std::fmt::Display for FindingOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kernel's operation code, as the probe decoded it, in the API's vocabulary.
+impl From<probe_common::Operation> for FindingOperation {
+    fn from(op: probe_common::Operation) -> Self {
+        match op {
+            probe_common::Operation::Connect => FindingOperation::Connect,
+            probe_common::Operation::Open => FindingOperation::Open,
+        }
+    }
+}
+
 /// What the node did about it.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum FindingAction {
@@ -62,6 +89,23 @@ pub enum FindingAction {
     Audit,
     /// Refused by the node's backend (reserved for enforcement).
     Blocked,
+}
+
+impl FindingAction {
+    /// The spelling the object, the probe's stdout line and every metric label use (the
+    /// serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingAction::Audit => "Audit",
+            FindingAction::Blocked => "Blocked",
+        }
+    }
+}
+
+impl std::fmt::Display for FindingAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The pod whose container reached the socket.
@@ -101,6 +145,9 @@ pub struct SocketUse {
     /// The socket's path on the node.
     pub host_path: String,
     /// Which runtime serves it (`docker`, `containerd`, `cri-o`, ...).
+    // A string, not `Runtime`: a probe's `--socket PATH=NAME` names runtimes of its own
+    // (letters, digits, `-`, `_`, checked where the flag is parsed), and a stricter type
+    // here would make one such object undecodable for every reader of the list.
     pub runtime: String,
 }
 
@@ -237,11 +284,7 @@ pub fn finding_name(
         }
         h
     }
-    let op = match operation {
-        FindingOperation::Connect => "connect",
-        FindingOperation::Open => "open",
-    };
-    let parts = [pod_uid, container, socket_path, op, program];
+    let parts = [pod_uid, container, socket_path, operation.as_str(), program];
     format!(
         "daf-{:016x}{:016x}",
         fnv(0xcbf2_9ce4_8422_2325, &parts),
@@ -252,6 +295,41 @@ pub fn finding_name(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_codes_convert_to_the_api_operation_and_unknown_codes_are_refused() {
+        use probe_common::{kind, Operation};
+        for (code, op, api) in [
+            (kind::CONNECT, Operation::Connect, FindingOperation::Connect),
+            (kind::OPEN, Operation::Open, FindingOperation::Open),
+        ] {
+            assert_eq!(Operation::try_from(code), Ok(op));
+            assert_eq!(op as u32, code, "the enum names the kernel's own codes");
+            assert_eq!(FindingOperation::from(op), api);
+        }
+        for code in [0, kind::CGROUP_MKDIR, 42, u32::MAX] {
+            assert_eq!(Operation::try_from(code), Err(code));
+        }
+    }
+
+    #[test]
+    fn as_str_is_the_serde_spelling() {
+        for op in [FindingOperation::Connect, FindingOperation::Open] {
+            assert_eq!(serde_json::to_value(op).unwrap(), op.as_str());
+            assert_eq!(op.to_string(), op.as_str());
+            let back: FindingOperation = serde_json::from_value(op.as_str().into()).unwrap();
+            assert_eq!(back, op);
+        }
+        assert_eq!(FindingOperation::Connect.as_str(), "connect");
+        assert_eq!(FindingOperation::Open.as_str(), "open");
+        for action in [FindingAction::Audit, FindingAction::Blocked] {
+            assert_eq!(serde_json::to_value(action).unwrap(), action.as_str());
+            assert_eq!(action.to_string(), action.as_str());
+            let back: FindingAction = serde_json::from_value(action.as_str().into()).unwrap();
+            assert_eq!(back, action);
+        }
+        assert_eq!(FindingAction::Audit.as_str(), "Audit");
+    }
 
     #[test]
     fn a_time_past_what_jiff_can_hold_reads_as_unknown_and_the_status_still_decodes() {

@@ -108,6 +108,26 @@ pub enum Runtime {
     Other,
 }
 
+impl Runtime {
+    /// The name findings and metric labels carry for the runtime (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Docker => "docker",
+            Runtime::Containerd => "containerd",
+            Runtime::CriO => "cri-o",
+            Runtime::Podman => "podman",
+            Runtime::Buildkit => "buildkit",
+            Runtime::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -307,6 +327,15 @@ pub mod condition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_as_str_is_the_serde_spelling() {
+        use Runtime::*;
+        for r in [Docker, Containerd, CriO, Podman, Buildkit, Other] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+            assert_eq!(r.to_string(), r.as_str());
+        }
+    }
 
     #[test]
     fn ttl_parsing_accepts_units_and_refuses_junk() {

@@ -249,14 +249,8 @@ fn prune_events(ctx: &Context) {
 fn refresh_gauge(ctx: &Context) {
     let mut sums: HashMap<(String, &'static str, &'static str), i64> = HashMap::new();
     for f in ctx.findings.state() {
-        let op = match f.spec.operation {
-            FindingOperation::Connect => "connect",
-            FindingOperation::Open => "open",
-        };
-        let action = match f.spec.action {
-            FindingAction::Audit => "Audit",
-            FindingAction::Blocked => "Blocked",
-        };
+        // The same spellings as the objects and the probe's metric labels.
+        let (op, action) = (f.spec.operation.as_str(), f.spec.action.as_str());
         let sum = sums
             .entry((f.namespace().unwrap_or_default(), op, action))
             .or_default();

@@ -21,6 +21,30 @@ pub mod kind {
     pub const CGROUP_MKDIR: u32 = 3;
 }
 
+/// The operation an [`Event`] of kind [`kind::CONNECT`] or [`kind::OPEN`] reports: the
+/// kernel's vocabulary, which the probe decodes with `TryFrom` (other kinds are refused) and
+/// the API crate converts into its own with `From`. The kernel keeps writing the plain
+/// `u32` codes; this enum only names them on the user side.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Connect = kind::CONNECT,
+    Open = kind::OPEN,
+}
+
+impl TryFrom<u32> for Operation {
+    /// The code that names no operation.
+    type Error = u32;
+
+    fn try_from(code: u32) -> Result<Self, u32> {
+        match code {
+            kind::CONNECT => Ok(Operation::Connect),
+            kind::OPEN => Ok(Operation::Open),
+            other => Err(other),
+        }
+    }
+}
+
 /// One record on the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy)]

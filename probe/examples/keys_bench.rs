@@ -103,7 +103,7 @@ fn finding(container: usize, program: usize) -> Finding {
         signature: TRC_1019,
         time: "2026-11-29T10:00:00Z".into(),
         node: "n1".into(),
-        operation: "connect",
+        operation: api::FindingOperation::Connect,
         socket: SocketInfo {
             host_path: "/run/docker.sock".into(),
             runtime: "docker".into(),
@@ -130,8 +130,8 @@ fn finding(container: usize, program: usize) -> Finding {
         pod: None,
         namespaces: Namespaces { mnt: 1, pid: 2 },
         cgroup: CgroupInfo { id: 1, path: None },
-        backend: "tracepoint",
-        action: "audit",
+        backend: probe::backend::BackendKind::Tracepoint,
+        action: api::FindingAction::Audit,
     }
 }
 

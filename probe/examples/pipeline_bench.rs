@@ -144,7 +144,7 @@ async fn bench() {
         opens: OpenResolver::new("/proc".into()),
         decider: Decider {
             node: "n1".into(),
-            backend: "tracepoint",
+            backend: probe::backend::BackendKind::Tracepoint,
             include_host: false,
             host_pid_ns: 1,
             own_pid: None,

@@ -1,6 +1,9 @@
 //! The decision core shared by every attach backend: given a matched event, the socket it
 //! touched and where the caller lives, is this a finding, and what does it say?
+use api::FindingAction;
+
 use crate::{
+    backend::BackendKind,
     cgroup::{parse_cgroup_path, ContainerRef},
     event::{Operation, SocketEvent},
     finding::{
@@ -44,7 +47,7 @@ pub fn classify(ev: &SocketEvent, cgroup_path: Option<&str>, host_pid_ns: u32) -
 
 pub struct Decider {
     pub node: String,
-    pub backend: &'static str,
+    pub backend: BackendKind,
     pub include_host: bool,
     pub host_pid_ns: u32,
     /// The probe's own process id in the host's PID namespace, as the kernel reports callers:
@@ -93,7 +96,7 @@ impl Decider {
             signature: TRC_1019,
             time: finding::now_rfc3339(),
             node: self.node.clone(),
-            operation: ev.operation.as_str(),
+            operation: ev.operation.into(),
             socket: SocketInfo {
                 host_path: socket.host_path.display().to_string(),
                 runtime: socket.runtime.clone(),
@@ -128,7 +131,8 @@ impl Decider {
                 path: cgroup_path,
             },
             backend: self.backend,
-            action: "audit",
+            // Nothing is blocked yet: enforcement comes with the enforcing backends.
+            action: FindingAction::Audit,
         })
     }
 }
@@ -140,6 +144,7 @@ mod tests {
         event::{decode, encode, raw_event, Decoded},
         rootfs::FileId,
     };
+    use api::FindingOperation;
 
     const HOST_PID_NS: u32 = 4026531836;
     const OWN_PID: u32 = 999_999;
@@ -168,7 +173,7 @@ mod tests {
     fn decider(include_host: bool) -> Decider {
         Decider {
             node: "n1".into(),
-            backend: "tracepoint",
+            backend: BackendKind::Tracepoint,
             include_host,
             host_pid_ns: HOST_PID_NS,
             own_pid: Some(OWN_PID),
@@ -202,7 +207,7 @@ mod tests {
         assert_eq!(f.requested_path.as_deref(), Some("/tmp/x.sock"));
         assert_eq!(f.socket.host_path, "/run/docker.sock");
         assert_eq!(f.socket.device, "0:25");
-        assert_eq!(f.operation, "connect");
+        assert_eq!(f.operation, FindingOperation::Connect);
     }
 
     #[test]

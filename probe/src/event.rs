@@ -1,20 +1,8 @@
 //! Decoding ring-buffer records (`probe_common::Event`) into owned, typed events.
+/// The kernel's operation (connect or open); findings carry it as `api::FindingOperation`,
+/// converted with `From`.
+pub use probe_common::Operation;
 use probe_common::{kind, Event, PATH_LEN};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    Connect,
-    Open,
-}
-
-impl Operation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Connect => "connect",
-            Operation::Open => "open",
-        }
-    }
-}
 
 /// A matched syscall, as the kernel saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,17 +59,13 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let e: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     let path_len = (e.path_len as usize).min(PATH_LEN);
     let path = (path_len > 0).then(|| c_string(&e.path, Some(path_len)));
-    let operation = match e.kind {
-        kind::CONNECT => Operation::Connect,
-        kind::OPEN => Operation::Open,
-        kind::CGROUP_MKDIR => {
-            return Ok(Decoded::CgroupMkdir {
-                id: e.cgroup_id,
-                path: path.unwrap_or_default(),
-            })
-        }
-        other => return Err(DecodeError::UnknownKind(other)),
-    };
+    if e.kind == kind::CGROUP_MKDIR {
+        return Ok(Decoded::CgroupMkdir {
+            id: e.cgroup_id,
+            path: path.unwrap_or_default(),
+        });
+    }
+    let operation = Operation::try_from(e.kind).map_err(DecodeError::UnknownKind)?;
     Ok(Decoded::Socket(SocketEvent {
         operation,
         tid: e.tid,

@@ -1,6 +1,9 @@
 //! A finding: what the probe reports when a process in a container reaches a runtime socket.
 //! Carries TRC-1019's metadata so tools built around Tracee's signature read it unchanged.
+use api::{FindingAction, FindingOperation};
 use serde::Serialize;
+
+use crate::backend::BackendKind;
 
 /// TRC-1019 "Docker socket abuse detected" metadata, carried on every finding.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -89,8 +92,8 @@ pub struct Finding {
     /// RFC 3339, UTC.
     pub time: String,
     pub node: String,
-    /// `connect` or `open`.
-    pub operation: &'static str,
+    /// `connect` or `open`: the API's spelling, which metric labels use too.
+    pub operation: FindingOperation,
     pub socket: SocketInfo,
     /// The path the process asked for (may be an alias of `socket.hostPath`).
     pub requested_path: Option<String>,
@@ -102,9 +105,10 @@ pub struct Finding {
     pub pod: Option<PodInfo>,
     pub namespaces: Namespaces,
     pub cgroup: CgroupInfo,
-    pub backend: &'static str,
-    /// `audit` (reported) — enforcement is a later backend feature.
-    pub action: &'static str,
+    pub backend: BackendKind,
+    /// `Audit` (reported), as on the API object and the metrics — enforcement is a later
+    /// backend feature.
+    pub action: FindingAction,
 }
 
 impl Finding {
@@ -178,7 +182,7 @@ pub(crate) fn sample() -> Finding {
         signature: TRC_1019,
         time: "2026-11-29T10:00:00.123456Z".into(),
         node: "node-1".into(),
-        operation: "connect",
+        operation: FindingOperation::Connect,
         socket: SocketInfo {
             host_path: "/run/docker.sock".into(),
             runtime: "docker".into(),
@@ -208,8 +212,8 @@ pub(crate) fn sample() -> Finding {
             id: 777,
             path: Some(format!("/docker/{}", "a".repeat(64))),
         },
-        backend: "tracepoint",
-        action: "audit",
+        backend: BackendKind::Tracepoint,
+        action: FindingAction::Audit,
     }
 }
 
@@ -248,7 +252,7 @@ mod tests {
         assert_eq!(v["container"]["runtime"], "docker");
         assert!(v["pod"].is_null());
         assert_eq!(v["backend"], "tracepoint");
-        assert_eq!(v["action"], "audit");
+        assert_eq!(v["action"], "Audit");
         assert!(
             v.get("openFlags").is_none(),
             "connect findings carry no open flags"

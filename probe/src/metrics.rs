@@ -1,5 +1,8 @@
 //! The node probe's Prometheus metrics (prefix `sockwarden_probe_`).
-use crate::backend::KernelCounts;
+use crate::{
+    backend::{BackendKind, KernelCounts},
+    finding::Finding,
+};
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -296,15 +299,10 @@ impl Metrics {
     }
 
     /// Counts a finding and stamps its last-seen time, keeping the (namespace, pod) label
-    /// pairs bounded.
-    pub fn count_finding(
-        &self,
-        namespace: &str,
-        pod: &str,
-        operation: &str,
-        runtime: &str,
-        action: &str,
-    ) {
+    /// pairs bounded. `namespace` and `pod` are the pod's namespace and name, both empty when
+    /// no pod is known (always, in standalone mode); the other labels are the finding's own
+    /// values, spelled as on its stdout line and API object, the same in both modes.
+    pub fn count_finding(&self, namespace: &str, pod: &str, finding: &Finding) {
         let (ns, pod) = {
             let mut seen = self
                 .pod_label_sets
@@ -318,13 +316,34 @@ impl Metrics {
                 ("_other".to_string(), "_other".to_string())
             }
         };
-        let labels = [ns.as_str(), pod.as_str(), operation, runtime, action];
+        let labels = [
+            ns.as_str(),
+            pod.as_str(),
+            finding.operation.as_str(),
+            &finding.socket.runtime,
+            finding.action.as_str(),
+        ];
         self.findings.with_label_values(&labels).inc();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         self.finding_last_seen.with_label_values(&labels).set(now);
+    }
+
+    /// Counts a kernel event on a watched socket (before the host/container decision).
+    pub fn count_event(&self, operation: probe_common::Operation, runtime: &str) {
+        let operation = api::FindingOperation::from(operation);
+        self.events
+            .with_label_values(&[operation.as_str(), runtime])
+            .inc();
+    }
+
+    /// Names the attach backend in use.
+    pub fn set_backend(&self, backend: BackendKind) {
+        self.backend_info
+            .with_label_values(&[backend.as_str()])
+            .set(1);
     }
 
     pub fn output_sent(&self, output: &str) -> IntCounter {
@@ -374,12 +393,14 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::finding::sample;
 
     #[test]
     fn pod_label_pairs_are_bounded() {
         let m = Metrics::new().unwrap();
+        let f = sample();
         for i in 0..(MAX_POD_SERIES + 50) {
-            m.count_finding("ns", &format!("pod-{i}"), "connect", "docker", "Audit");
+            m.count_finding("ns", &format!("pod-{i}"), &f);
         }
         let text = m.render();
         let series = text
@@ -416,7 +437,7 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs_f64();
-        m.count_finding("shop", "web-1", "connect", "docker", "Audit");
+        m.count_finding("shop", "web-1", &sample());
         let stamp = m
             .finding_last_seen
             .with_label_values(&["shop", "web-1", "connect", "docker", "Audit"])
@@ -436,8 +457,9 @@ mod tests {
     #[test]
     fn exposition_names_every_metric_with_its_labels() {
         let m = Metrics::new().unwrap();
-        m.events.with_label_values(&["connect", "docker"]).inc();
-        m.count_finding("", "", "connect", "docker", "audit");
+        m.count_event(probe_common::Operation::Connect, "docker");
+        m.count_event(probe_common::Operation::Open, "docker");
+        m.count_finding("", "", &sample());
         let lost = m.record_kernel_counts(KernelCounts {
             connect_ring_drops: 0,
             event_ring_drops: 3,
@@ -451,9 +473,14 @@ mod tests {
             opens_limited: 9,
         });
         assert_eq!(lost, 1);
-        m.backend_info.with_label_values(&["tracepoint"]).set(1);
+        m.set_backend(BackendKind::Tracepoint);
         let text = m.render();
-        assert!(text.contains(r#"sockwarden_probe_findings_total{action="audit",namespace="",operation="connect",pod="",runtime="docker"} 1"#), "{text}");
+        assert!(text.contains(r#"sockwarden_probe_findings_total{action="Audit",namespace="",operation="connect",pod="",runtime="docker"} 1"#), "{text}");
+        for op in ["connect", "open"] {
+            let line =
+                format!(r#"sockwarden_probe_events_total{{operation="{op}",runtime="docker"}} 1"#);
+            assert!(text.contains(&line), "{text}");
+        }
         assert!(text.contains(r#"sockwarden_probe_ringbuf_drops_total{ring="events"} 3"#));
         assert!(text.contains(r#"sockwarden_probe_ringbuf_drops_total{ring="connects"} 1"#));
         assert!(text.contains("sockwarden_probe_opens_rate_limited_total 9"));

@@ -56,14 +56,9 @@ impl FindingSink for StandaloneSink {
             kubernetes: None,
             count: 1,
         });
-        let pod = finding.pod.as_ref().map(|p| p.uid.as_str()).unwrap_or("");
-        self.metrics.count_finding(
-            "",
-            pod,
-            finding.operation,
-            &finding.socket.runtime,
-            finding.action,
-        );
+        // No pod names here (the uid from the cgroup is on the line): namespace and pod
+        // are empty, as in cluster mode for a finding without a pod.
+        self.metrics.count_finding("", "", &finding);
     }
 
     fn flush(&mut self) {
@@ -156,10 +151,7 @@ impl<S: FindingSink> Pipeline<S> {
         let Some((socket, identity)) = self.watched_socket(&ev) else {
             return false;
         };
-        self.metrics
-            .events
-            .with_label_values(&[ev.operation.as_str(), &socket.runtime])
-            .inc();
+        self.metrics.count_event(ev.operation, &socket.runtime);
         let cgroup_path = self.cgroups.path_of(ev.cgroup_id, ev.pid);
         let Self {
             decider,
@@ -243,7 +235,7 @@ mod tests {
             opens: OpenResolver::new("/proc".into()),
             decider: Decider {
                 node: "n".into(),
-                backend: "tracepoint",
+                backend: crate::backend::BackendKind::Tracepoint,
                 include_host: false,
                 host_pid_ns: 1,
                 own_pid: None,
@@ -289,7 +281,7 @@ mod tests {
         assert_eq!(
             p.metrics
                 .findings
-                .with_label_values(&["", "", "connect", "docker", "audit"])
+                .with_label_values(&["", "", "connect", "docker", "Audit"])
                 .get(),
             1
         );

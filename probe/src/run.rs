@@ -177,7 +177,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let mut rings = backend.rings().map_err(|e| format!("{e:#}"))?;
         let blind = match &canary {
             Some(c) if !prove(&mut backend, &mut rings.connects, c) => {
-                Some(selftest::blind_reason(kind.as_str()))
+                Some(selftest::blind_reason(kind))
             }
             _ => None,
         };
@@ -204,10 +204,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         (Some(_), Some(why)) => status.not_ready("self-test", Some(why)),
         (Some(c), None) => metrics.self_test_last_success.set(c.last_success() as i64),
     }
-    metrics
-        .backend_info
-        .with_label_values(&[kind.as_str()])
-        .set(1);
+    metrics.set_backend(kind);
 
     let mut specs = if args.no_default_sockets {
         Vec::new()
@@ -344,7 +341,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         opens: OpenResolver::new(proc_root.clone()),
         decider: Decider {
             node,
-            backend: kind.as_str(),
+            backend: kind,
             include_host: args.include_host,
             host_pid_ns,
             own_pid: own_pid(host_pid_ns),
@@ -366,7 +363,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let self_test = canary.map(|c| {
         let (status, metrics, alive) = (status.clone(), metrics.clone(), status.task("self-test"));
         let mut stop = shutdown_rx.clone();
-        let kind = kind.as_str();
         tokio::spawn(async move {
             let _alive = alive;
             tokio::select! {
@@ -438,7 +434,7 @@ fn prove(backend: &mut Backend, ring: &mut RingBuf<MapData>, canary: &Canary) ->
 /// running pipeline; readiness follows the outcome.
 async fn self_test_loop(
     canary: Arc<Canary>,
-    backend: &'static str,
+    backend: BackendKind,
     status: Arc<Status>,
     metrics: Arc<Metrics>,
 ) {

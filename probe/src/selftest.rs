@@ -155,7 +155,7 @@ pub fn connect(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Why a backend failed its self-test, in words for logs and readiness.
-pub fn blind_reason(backend: &str) -> String {
+pub fn blind_reason(backend: crate::backend::BackendKind) -> String {
     format!(
         "the {backend} programs attached but a test connect to the probe's canary socket produced no event within {}s (on kernels that build BPF LSM but leave it out of lsm=, LSM programs attach and never run)",
         DEADLINE.as_secs()

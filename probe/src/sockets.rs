@@ -63,35 +63,33 @@ impl FromStr for SocketSpec {
 
 fn guess_runtime(path: &Path) -> &'static str {
     let p = path.to_string_lossy();
-    if p.contains("docker") {
-        "docker"
-    } else if p.contains("containerd") {
-        "containerd"
-    } else if p.contains("crio") {
-        "cri-o"
-    } else if p.contains("podman") {
-        "podman"
-    } else if p.contains("buildkit") {
-        "buildkit"
-    } else {
-        "unknown"
-    }
+    [
+        ("docker", Runtime::Docker),
+        ("containerd", Runtime::Containerd),
+        ("crio", Runtime::CriO),
+        ("podman", Runtime::Podman),
+        ("buildkit", Runtime::Buildkit),
+    ]
+    .into_iter()
+    .find(|(hint, _)| p.contains(hint))
+    // `unknown`, not `other`: nothing named the runtime, the path gave no hint.
+    .map_or("unknown", |(_, runtime)| runtime.as_str())
 }
 
 /// The sockets watched when none are configured, by runtime.
-pub const DEFAULT_SOCKETS: &[(&str, &str)] = &[
-    ("/var/run/docker.sock", "docker"),
-    ("/run/docker.sock", "docker"),
-    ("/run/cri-dockerd.sock", "docker"),
-    ("/run/containerd/containerd.sock", "containerd"),
-    ("/var/run/containerd/containerd.sock", "containerd"),
-    ("/run/k3s/containerd/containerd.sock", "containerd"), // k3s and rke2
-    ("/var/run/crio/crio.sock", "cri-o"),
-    ("/run/crio/crio.sock", "cri-o"),
-    ("/run/podman/podman.sock", "podman"),
-    ("/var/run/podman/podman.sock", "podman"),
-    ("/run/buildkit/buildkitd.sock", "buildkit"),
-    ("/var/run/buildkit/buildkitd.sock", "buildkit"),
+pub const DEFAULT_SOCKETS: &[(&str, Runtime)] = &[
+    ("/var/run/docker.sock", Runtime::Docker),
+    ("/run/docker.sock", Runtime::Docker),
+    ("/run/cri-dockerd.sock", Runtime::Docker),
+    ("/run/containerd/containerd.sock", Runtime::Containerd),
+    ("/var/run/containerd/containerd.sock", Runtime::Containerd),
+    ("/run/k3s/containerd/containerd.sock", Runtime::Containerd), // k3s and rke2
+    ("/var/run/crio/crio.sock", Runtime::CriO),
+    ("/run/crio/crio.sock", Runtime::CriO),
+    ("/run/podman/podman.sock", Runtime::Podman),
+    ("/var/run/podman/podman.sock", Runtime::Podman),
+    ("/run/buildkit/buildkitd.sock", Runtime::Buildkit),
+    ("/var/run/buildkit/buildkitd.sock", Runtime::Buildkit),
 ];
 
 pub fn default_specs() -> Vec<SocketSpec> {
@@ -99,7 +97,7 @@ pub fn default_specs() -> Vec<SocketSpec> {
         .iter()
         .map(|(path, runtime)| SocketSpec {
             path: PathBuf::from(path),
-            runtime: runtime.to_string(),
+            runtime: runtime.as_str().to_string(),
         })
         .collect()
 }
@@ -117,14 +115,7 @@ pub fn validate_policy_path(path: &str) -> Result<PathBuf, String> {
 
 /// The runtime name findings and metrics carry for a policy's runtime.
 pub fn runtime_name(runtime: Runtime) -> &'static str {
-    match runtime {
-        Runtime::Docker => "docker",
-        Runtime::Containerd => "containerd",
-        Runtime::CriO => "cri-o",
-        Runtime::Podman => "podman",
-        Runtime::Buildkit => "buildkit",
-        Runtime::Other => "other",
-    }
+    runtime.as_str()
 }
 
 /// (policy name, path, runtime) of every socket the policies `set` applies name (accepted by

@@ -93,7 +93,7 @@ fn connect_at_the_usual_path_names_the_full_container_id() {
     assert_eq!(v["socket"]["identity"], "inode");
     assert_eq!(v["process"]["comm"], "swclient");
     assert_eq!(v["backend"], "tracepoint");
-    assert_eq!(v["action"], "audit");
+    assert_eq!(v["action"], "Audit");
     assert!(v["cgroup"]["path"].as_str().unwrap().contains(&id));
     assert_ne!(v["namespaces"]["mnt"], 0);
 }
@@ -417,7 +417,7 @@ fn health_and_metrics_reflect_what_was_seen() {
     );
     assert!(
         metrics.contains(
-            r#"sockwarden_probe_findings_total{action="audit",namespace="",operation="connect","#
+            r#"sockwarden_probe_findings_total{action="Audit",namespace="",operation="connect","#
         ),
         "{metrics}"
     );

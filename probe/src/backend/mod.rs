@@ -30,7 +30,9 @@ pub enum BackendRequest {
     Tracepoint,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The attach backend in use, as findings, logs and `sockwarden_probe_backend_info` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Lsm,
     Fentry,
@@ -266,6 +268,19 @@ fn take(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backend_is_spelled_the_same_on_findings_logs_and_metrics() {
+        for (kind, name) in [
+            (BackendKind::Lsm, "lsm"),
+            (BackendKind::Fentry, "fentry"),
+            (BackendKind::Tracepoint, "tracepoint"),
+        ] {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(kind.to_string(), name);
+            assert_eq!(serde_json::to_value(kind).unwrap(), name);
+        }
+    }
 
     fn only(ok: &'static [BackendKind]) -> impl FnMut(BackendKind) -> Result<BackendKind, String> {
         move |k| {

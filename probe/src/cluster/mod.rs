@@ -19,8 +19,8 @@ pub mod writer;
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use api::{
-    finding_name, ContainerRef, DockerAbuseFindingSpec, DockerSocketPolicy, FindingAction,
-    FindingOperation, PodRef, ProcessRef, SignatureRef, SocketUse,
+    finding_name, ContainerRef, DockerAbuseFindingSpec, DockerSocketPolicy, PodRef, ProcessRef,
+    SignatureRef, SocketUse,
 };
 use k8s_openapi::{
     api::core::v1::{Namespace, Pod},
@@ -37,7 +37,6 @@ use tokio::{
 };
 
 use crate::{
-    event::Operation,
     finding::Finding,
     metrics::Metrics,
     output::{KubeContext, Outputs, Report},
@@ -226,14 +225,6 @@ pub struct ClusterSink {
     held: VecDeque<(Instant, Batch)>,
 }
 
-fn operation_of(f: &Finding) -> FindingOperation {
-    if f.operation == Operation::Open.as_str() {
-        FindingOperation::Open
-    } else {
-        FindingOperation::Connect
-    }
-}
-
 /// How often this node's pods are counted against the policies' scope.
 const SCOPE_EVERY: Duration = Duration::from_secs(5);
 
@@ -368,7 +359,7 @@ impl ClusterSink {
             &meta,
             &ns_labels,
             finding.process.exe.as_deref(),
-            operation_of(&finding),
+            finding.operation,
         );
         let (policy_name, severity) = match verdict {
             Verdict::Report {
@@ -421,17 +412,12 @@ impl ClusterSink {
         if recorded == Recorded::Dropped {
             return;
         }
-        self.metrics.count_finding(
-            &meta.namespace,
-            &meta.name,
-            finding.operation,
-            &finding.socket.runtime,
-            "Audit",
-        );
+        self.metrics
+            .count_finding(&meta.namespace, &meta.name, &finding);
         if recorded == Recorded::New {
             tracing::warn!(
                 namespace = %meta.namespace, pod = %meta.name, container = %meta.container_name,
-                socket = %finding.socket.host_path, operation = finding.operation, policy = %policy_name,
+                socket = %finding.socket.host_path, operation = %finding.operation, policy = %policy_name,
                 finding = %name, "DockerSocketAbuse"
             );
         }
@@ -471,11 +457,7 @@ pub fn spec_for(
         },
         workload: meta.workload.clone(),
         service_account: meta.service_account.clone(),
-        operation: if f.operation == "open" {
-            FindingOperation::Open
-        } else {
-            FindingOperation::Connect
-        },
+        operation: f.operation,
         socket: SocketUse {
             host_path: f.socket.host_path.clone(),
             runtime: f.socket.runtime.clone(),
@@ -487,8 +469,7 @@ pub fn spec_for(
             cmdline: f.process.cmdline.as_deref().map(short_cmdline),
             uid: f.process.uid,
         },
-        // Enforcement ships with the enforcing backends; every finding so far is an audit.
-        action: FindingAction::Audit,
+        action: f.action,
         policy: policy.to_string(),
         severity,
     }
@@ -707,6 +688,86 @@ mod tests {
         assert_eq!(f["metadata"]["name"], name.as_str());
         let m = fx.sink.metrics.render();
         assert!(m.contains(r#"sockwarden_probe_findings_total{action="Audit",namespace="shop",operation="connect",pod="web-1",runtime="docker"} 1"#), "{m}");
+    }
+
+    /// The labels of the one `sockwarden_probe_findings_total` series in `text`.
+    fn finding_labels(text: &str) -> std::collections::BTreeMap<String, String> {
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("sockwarden_probe_findings_total{"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let inner = &lines[0][lines[0].find('{').unwrap() + 1..lines[0].rfind('}').unwrap()];
+        inner
+            .split(',')
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_string(), v.trim_matches('"').to_string())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn standalone_and_cluster_mode_give_one_finding_the_same_values() {
+        for (operation, action) in [
+            (api::FindingOperation::Connect, api::FindingAction::Audit),
+            (api::FindingOperation::Open, api::FindingAction::Audit),
+        ] {
+            let mut batch = container_finding("cid-1");
+            batch.finding.operation = operation;
+            batch.finding.action = action;
+            // Standalone: the stdout line and the metrics.
+            let standalone_out = SharedBuf::default();
+            let standalone_metrics = Arc::new(Metrics::new().unwrap());
+            let mut standalone = crate::pipeline::StandaloneSink {
+                outputs: Outputs::new(Box::new(standalone_out.clone()), true, None),
+                metrics: standalone_metrics.clone(),
+            };
+            standalone.emit(batch.finding.clone());
+            let line: serde_json::Value = serde_json::from_str(&standalone_out.lines()[0]).unwrap();
+            let standalone_labels = finding_labels(&standalone_metrics.render());
+            // Cluster mode: the object, the stdout line and the metrics.
+            let mut fx = fixture();
+            fx.pods
+                .apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
+                    "web-1",
+                    "pod-uid-1",
+                    &[("app", "cid-1")],
+                    &[],
+                )));
+            fx.sink.handle(batch).await;
+            fx.sink.writer.flush().await;
+            let object = written(&fx.api).remove(0);
+            let cluster_line: serde_json::Value =
+                serde_json::from_str(&fx.stdout.lines()[0]).unwrap();
+            let cluster_labels = finding_labels(&fx.sink.metrics.render());
+
+            for (label, value) in [
+                ("operation", operation.as_str()),
+                ("action", action.as_str()),
+                ("runtime", "docker"),
+            ] {
+                assert_eq!(standalone_labels[label], value, "standalone {label}");
+                assert_eq!(cluster_labels[label], value, "cluster {label}");
+            }
+            for (json, what) in [(&line, "standalone"), (&cluster_line, "cluster")] {
+                assert_eq!(json["operation"], operation.as_str(), "{what} line");
+                assert_eq!(json["action"], action.as_str(), "{what} line");
+                assert_eq!(json["socket"]["runtime"], "docker", "{what} line");
+            }
+            assert_eq!(object["spec"]["operation"], operation.as_str());
+            assert_eq!(object["spec"]["action"], action.as_str());
+            assert_eq!(object["spec"]["socket"]["runtime"], "docker");
+            // The pod labels: its namespace and name where known, both empty where not.
+            assert_eq!(
+                (&*cluster_labels["namespace"], &*cluster_labels["pod"]),
+                ("shop", "web-1")
+            );
+            assert_eq!(
+                (&*standalone_labels["namespace"], &*standalone_labels["pod"]),
+                ("", "")
+            );
+        }
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! sockwarden's own facts are under `sockwarden.*`.
 use std::collections::BTreeMap;
 
+use api::FindingOperation;
 use serde::Serialize;
 use serde_json::{json, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
@@ -101,7 +102,10 @@ impl FalcoEvent {
             pid = f.process.pid,
             uid = f.process.uid,
             exe = printable(f.process.exe.as_deref().unwrap_or("?")),
-            verb = if f.operation == "open" { "opened" } else { "connected to" },
+            verb = match f.operation {
+                FindingOperation::Open => "opened",
+                FindingOperation::Connect => "connected to",
+            },
             runtime = printable(&f.socket.runtime),
             socket = printable(&f.socket.host_path),
             node = printable(&f.node),
