@@ -29,19 +29,53 @@ pub struct SignatureRef {
     pub external_id: String,
 }
 
+/// TRC-1019 "Docker socket abuse detected": the one definition of its metadata. The probe
+/// prints it on every finding and [`SignatureRef::trc_1019`] copies it onto the object.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Signature {
+    pub id: &'static str,
+    pub version: &'static str,
+    pub name: &'static str,
+    pub event_name: &'static str,
+    pub severity: u8,
+    pub category: &'static str,
+    pub technique: &'static str,
+    pub mitre_id: &'static str,
+    pub external_id: &'static str,
+}
+
+pub const TRC_1019: Signature = Signature {
+    id: "TRC-1019",
+    version: "1",
+    name: "Docker socket abuse detected",
+    event_name: "docker_abuse",
+    severity: 2,
+    category: "privilege-escalation",
+    technique: "Exploitation for Privilege Escalation",
+    mitre_id: "attack-pattern--b21c3b2d-02e6-45b1-980b-e69051040839",
+    external_id: "T1068",
+};
+
+impl From<&Signature> for SignatureRef {
+    fn from(s: &Signature) -> Self {
+        Self {
+            id: s.id.into(),
+            version: s.version.into(),
+            name: s.name.into(),
+            event_name: s.event_name.into(),
+            severity: s.severity,
+            category: s.category.into(),
+            technique: s.technique.into(),
+            mitre_id: s.mitre_id.into(),
+            external_id: s.external_id.into(),
+        }
+    }
+}
+
 impl SignatureRef {
     pub fn trc_1019() -> Self {
-        Self {
-            id: "TRC-1019".into(),
-            version: "1".into(),
-            name: "Docker socket abuse detected".into(),
-            event_name: "docker_abuse".into(),
-            severity: 2,
-            category: "privilege-escalation".into(),
-            technique: "Exploitation for Privilege Escalation".into(),
-            mitre_id: "attack-pattern--b21c3b2d-02e6-45b1-980b-e69051040839".into(),
-            external_id: "T1068".into(),
-        }
+        Self::from(&TRC_1019)
     }
 }
 
@@ -295,6 +329,14 @@ pub fn finding_name(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_object_carries_the_same_trc_1019_fields_the_probe_prints() {
+        assert_eq!(
+            serde_json::to_value(SignatureRef::trc_1019()).unwrap(),
+            serde_json::to_value(TRC_1019).unwrap()
+        );
+    }
 
     #[test]
     fn kernel_codes_convert_to_the_api_operation_and_unknown_codes_are_refused() {

@@ -19,19 +19,18 @@ mod probe_settings;
 mod proptests;
 mod retention;
 mod rollout;
-mod server;
 #[cfg(test)]
 mod testing;
 
 use std::{
     net::SocketAddr,
-    sync::{atomic::AtomicBool, Arc, Mutex},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use anyhow::Context as _;
 use api::{DockerAbuseFinding, DockerSocketPolicy};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use k8s_openapi::{
     api::{
@@ -54,6 +53,7 @@ use crate::{
     probe_settings::ProbePodSettings,
     rollout::Rollout,
 };
+use runtime::{admin, status::Status};
 
 #[derive(Parser)]
 #[command(
@@ -63,15 +63,9 @@ use crate::{
 )]
 struct Cli {
     #[arg(long, value_enum, default_value = "text", global = true)]
-    log_format: LogFormat,
+    log_format: runtime::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -165,16 +159,7 @@ struct RunArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
+    runtime::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -220,26 +205,26 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let identity = args
         .identity
         .clone()
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|s| s.trim().to_string())
-        })
+        .or_else(runtime::host::name)
         .unwrap_or_else(|| "sockwarden-operator".into());
     let metrics = Arc::new(Metrics::new()?);
-    let ready = Arc::new(AtomicBool::new(false));
+    // Ready as soon as it serves: standbys waiting for the lease are ready too.
+    let status = Arc::new(Status::default());
+    status.not_ready("operator", Some("starting".into()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    let health = server::Health {
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-    };
-    tokio::spawn(async move { axum::serve(listener, server::router(health)).await });
+    // Serves until the process exits.
+    admin::serve(
+        listener,
+        status.clone(),
+        metrics.registry.clone(),
+        std::future::pending(),
+    );
 
     let settings = args.probe.settings();
     let namespace = args.probe.namespace.clone();
-    ready.store(true, std::sync::atomic::Ordering::Release);
+    status.not_ready("operator", None);
 
     // The DaemonSet is rendered once, from configuration only (see rollout.rs).
     let owner = if args.probe.owner_deployment.is_empty() {

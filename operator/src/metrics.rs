@@ -1,7 +1,6 @@
 //! The operator's Prometheus metrics (prefix `sockwarden_operator_`).
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 pub struct Metrics {
@@ -75,9 +74,9 @@ impl Metrics {
         })
     }
 
+    /// What `/metrics` serves; tests read it.
+    #[cfg(test)]
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        runtime::admin::render(&self.registry)
     }
 }

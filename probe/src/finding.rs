@@ -5,32 +5,8 @@ use serde::Serialize;
 
 use crate::backend::BackendKind;
 
-/// TRC-1019 "Docker socket abuse detected" metadata, carried on every finding.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Signature {
-    pub id: &'static str,
-    pub version: &'static str,
-    pub name: &'static str,
-    pub event_name: &'static str,
-    pub severity: u8,
-    pub category: &'static str,
-    pub technique: &'static str,
-    pub mitre_id: &'static str,
-    pub external_id: &'static str,
-}
-
-pub const TRC_1019: Signature = Signature {
-    id: "TRC-1019",
-    version: "1",
-    name: "Docker socket abuse detected",
-    event_name: "docker_abuse",
-    severity: 2,
-    category: "privilege-escalation",
-    technique: "Exploitation for Privilege Escalation",
-    mitre_id: "attack-pattern--b21c3b2d-02e6-45b1-980b-e69051040839",
-    external_id: "T1068",
-};
+/// TRC-1019's metadata, defined once in `api` so findings and finding objects agree.
+pub use api::{Signature, TRC_1019};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

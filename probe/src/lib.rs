@@ -16,5 +16,4 @@ pub mod procinfo;
 pub mod rootfs;
 pub mod run;
 pub mod selftest;
-pub mod server;
 pub mod sockets;

@@ -1,8 +1,9 @@
 //! `sockwarden-probe`: the node agent. Catches processes in containers that reach for a
 //! container runtime's UNIX socket, and reports each as a TRC-1019 finding.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use probe::run;
+use runtime::logging::{self, LogFormat};
 
 #[derive(Parser)]
 #[command(
@@ -18,12 +19,6 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Watch this node and print findings on stdout (standalone, no cluster needed).
@@ -37,19 +32,6 @@ enum Command {
     /// The self-test's child: connects once to the probe's canary socket.
     #[command(name = "canary-connect", hide = true)]
     CanaryConnect { path: std::path::PathBuf },
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 fn check_fmod_ret(btf: &std::path::Path) -> anyhow::Result<()> {
@@ -76,7 +58,7 @@ fn check_fmod_ret(btf: &std::path::Path) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -10,6 +10,10 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use aya::maps::{MapData, RingBuf};
+use runtime::{
+    admin,
+    status::{Status, TaskGuard},
+};
 use tokio::{io::unix::AsyncFd, sync::watch};
 
 use crate::{
@@ -31,7 +35,6 @@ use crate::{
     pipeline::{FindingSink, OutputFormat, Pipeline, StandaloneSink},
     procinfo, selftest,
     selftest::Canary,
-    server::{self, Health, Status},
     sockets::{default_specs, ArmEvent, Armer, PolicySockets, SocketSpec},
 };
 
@@ -106,12 +109,6 @@ pub struct RunArgs {
     /// Header on every HTTP output request, 'Name: value' (repeatable).
     #[arg(long = "http-output-header", value_name = "NAME: VALUE")]
     pub http_output_headers: Vec<http::HeaderSpec>,
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Capabilities needed to load and attach: CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON.
@@ -225,18 +222,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let bound = listener.local_addr().unwrap_or(args.listen);
     tracing::info!(listen = %bound, "serving /healthz, /readyz, /metrics");
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let health = Health {
-        metrics: metrics.clone(),
-        status: status.clone(),
-    };
     let mut server_shutdown = shutdown_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, server::router(health))
-            .with_graceful_shutdown(async move {
-                let _ = server_shutdown.changed().await;
-            })
-            .await
-    });
+    let server = admin::serve(
+        listener,
+        status.clone(),
+        metrics.registry.clone(),
+        async move {
+            let _ = server_shutdown.changed().await;
+        },
+    );
 
     // The policy cache, once cluster mode has started.
     let policies = Arc::new(std::sync::OnceLock::new());
@@ -297,7 +291,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         OutputFormat::Text => false,
         OutputFormat::Auto => !std::io::stdout().is_terminal(),
     };
-    let node = args.node.clone().unwrap_or_else(host_name);
+    let node = args
+        .node
+        .clone()
+        .or_else(runtime::host::name)
+        .unwrap_or_else(|| "unknown".into());
     // The HTTP output's sender; whichever sink reports findings holds its queue.
     let (http_output, http_task) = match &args.http_output {
         Some(url) => {
@@ -373,7 +371,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
 
     let failed = tokio::select! {
-        r = wait_for_signal() => { r?; None }
+        r = runtime::shutdown::signal() => { r?; None }
         task = status.task_ended() => Some(task),
     };
     status.shutting_down();
@@ -592,7 +590,7 @@ async fn start_cluster_sink(
 fn spawn_reflector<K>(
     api: kube::Api<K>,
     config: kube::runtime::watcher::Config,
-    alive: server::TaskGuard,
+    alive: TaskGuard,
     mut on_event: impl FnMut(&kube::runtime::watcher::Event<K>) + Send + 'static,
 ) -> kube::runtime::reflector::Store<K>
 where
@@ -790,17 +788,6 @@ fn drain<S: FindingSink>(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline<S>
     }
     pipeline.flush();
     emptied
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
