@@ -14,7 +14,7 @@ use runtime::{
     admin,
     status::{Status, TaskGuard},
 };
-use tokio::{io::unix::AsyncFd, sync::watch};
+use tokio::{io::unix::AsyncFd, sync::watch, task::JoinHandle};
 
 use crate::{
     attribution::CgroupIndex,
@@ -129,22 +129,178 @@ fn check_privileges() -> anyhow::Result<()> {
     bail!("sockwarden-probe needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN) to load eBPF programs: run it with sudo or grant those capabilities")
 }
 
+/// `sockwarden-probe run`: start, then run until a signal or a task ends.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    check_privileges()?;
-    let btf = KernelBtf::from_file(&args.btf)?;
+    Probe::start(args).await?.run_until_signal().await
+}
+
+/// A started probe: its programs attached and the tasks that keep them useful, owned here so
+/// that they stop in one order (see [`Probe::shut_down`]).
+pub struct Probe {
+    status: Arc<Status>,
+    /// Sent `true` once: every task's cue to stop.
+    shutdown: watch::Sender<bool>,
+    /// Dropping the last handle detaches every program.
+    backend: Arc<Mutex<Backend>>,
+    reader: JoinHandle<anyhow::Result<()>>,
+    self_test: Option<JoinHandle<()>>,
+    finding_writer: Option<JoinHandle<()>>,
+    http_output: Option<JoinHandle<()>>,
+    housekeeping: JoinHandle<()>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Probe {
+    /// Loads and attaches the programs (the first backend that proves it sees, unless one is
+    /// forced), arms the watched sockets, and spawns the admin server, housekeeping, the
+    /// outputs, the reader and the self-test.
+    pub async fn start(args: RunArgs) -> anyhow::Result<Self> {
+        check_privileges()?;
+        let offsets = kernel_offsets(&args.btf)?;
+        let proc_root = args.host_root.join("proc");
+        let (host_mnt_ns, host_pid_ns) = host_namespaces(&proc_root)?;
+        tracing::info!(host_mnt_ns, host_pid_ns, "host namespaces");
+        let _ = raise_memlock_limit();
+        let options = load_options(offsets, args.detect_open);
+        let canary = create_canary(&args.state_dir);
+        let (backend, rings, blind, kind) = attach(&args, &options, canary.as_deref())?;
+
+        let metrics = Arc::new(Metrics::new()?);
+        let status = Arc::new(Status::default());
+        match (&canary, blind) {
+            (None, _) => status.not_ready(
+                "self-test",
+                Some("the canary socket could not be created".into()),
+            ),
+            (Some(_), Some(why)) => status.not_ready("self-test", Some(why)),
+            (Some(c), None) => metrics.self_test_last_success.set(c.last_success() as i64),
+        }
+        metrics.set_backend(kind);
+
+        let armer = Arc::new(Mutex::new(Armer::new(
+            watched_specs(&args)?,
+            args.host_root.clone(),
+        )));
+        let backend = Arc::new(Mutex::new(backend));
+        rearm(&armer, &backend, &metrics, &status);
+
+        let (shutdown, stop) = watch::channel(false);
+        let server = serve_admin(args.listen, &status, &metrics, stop.clone()).await?;
+        // The policy cache, once cluster mode has started.
+        let policies = Arc::new(std::sync::OnceLock::new());
+        let housekeeping = spawn_housekeeping(
+            armer.clone(),
+            backend.clone(),
+            metrics.clone(),
+            &status,
+            policies.clone(),
+            stop.clone(),
+        );
+        let cgroups = index_cgroups(&args.host_root);
+        let node = args
+            .node
+            .clone()
+            .or_else(runtime::host::name)
+            .unwrap_or_else(|| "unknown".into());
+        let (http_sender, http_output) = start_http_output(&args, &metrics, &stop)?;
+        let (sink, finding_writer) = start_sink(
+            &args,
+            &node,
+            http_sender,
+            &metrics,
+            &status,
+            &policies,
+            &stop,
+        )
+        .await?;
+        let pipeline = Pipeline {
+            armer,
+            cgroups,
+            opens: OpenResolver::new(proc_root.clone()),
+            decider: Decider {
+                node,
+                backend: kind,
+                include_host: args.include_host,
+                host_pid_ns,
+                own_pid: own_pid(host_pid_ns),
+            },
+            metrics: metrics.clone(),
+            proc_root,
+            sink,
+            proc_cache: Default::default(),
+            canary: canary.clone(),
+        };
+        let reader = spawn_reader(rings, pipeline, &status, stop.clone());
+        let self_test = canary.map(|c| spawn_self_test(c, kind, &status, &metrics, stop.clone()));
+        Ok(Self {
+            status,
+            shutdown,
+            backend,
+            reader,
+            self_test,
+            finding_writer,
+            http_output,
+            housekeeping,
+            server,
+        })
+    }
+
+    /// Runs until SIGTERM or SIGINT, or until a long-running task ends, whichever comes
+    /// first; then shuts down. A task that ended is an error, so that the probe is restarted.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        let failed = tokio::select! {
+            r = runtime::shutdown::signal() => { r?; None }
+            task = self.status.task_ended() => Some(task),
+        };
+        self.shut_down().await?;
+        match failed {
+            Some(task) => {
+                bail!("the {task} task ended unexpectedly; exiting so that the probe is restarted")
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the tasks in order: the reader drains what is queued into the sinks, the
+    /// self-test, the finding writer (flushes what the reader handed it), the HTTP output
+    /// (after the sinks, which hold its queue), housekeeping, the admin server; then detaches.
+    async fn shut_down(self) -> anyhow::Result<()> {
+        self.status.shutting_down();
+        tracing::info!("shutting down: draining events and detaching programs");
+        let _ = self.shutdown.send(true);
+        self.reader.await??;
+        if let Some(task) = self.self_test {
+            let _ = task.await;
+        }
+        if let Some(task) = self.finding_writer {
+            let _ = task.await;
+        }
+        // It flushes within its bound, then ends.
+        if let Some(task) = self.http_output {
+            let _ = task.await;
+        }
+        let _ = self.housekeeping.await;
+        let _ = self.server.await;
+        // Dropping the backend detaches every program.
+        drop(self.backend);
+        Ok(())
+    }
+}
+
+fn kernel_offsets(btf: &std::path::Path) -> anyhow::Result<probe_common::KernelOffsets> {
+    let btf = KernelBtf::from_file(btf)?;
     let offsets = btf
         .kernel_offsets()
         .context("this kernel's BTF lacks a struct member the probe reads")?;
     if offsets.regs_syscall_nr == 0 {
         tracing::warn!("requested connect paths cannot be captured on this architecture");
     }
-    let proc_root = args.host_root.join("proc");
-    let (host_mnt_ns, host_pid_ns) = host_namespaces(&proc_root)?;
-    tracing::info!(host_mnt_ns, host_pid_ns, "host namespaces");
+    Ok(offsets)
+}
 
-    let _ = raise_memlock_limit();
+fn load_options(offsets: probe_common::KernelOffsets, detect_open: bool) -> backend::LoadOptions {
     let syscalls = syscall_numbers();
-    let options = backend::LoadOptions {
+    backend::LoadOptions {
         offsets,
         config: probe_common::ProbeConfig {
             connect_syscall_nr: syscalls.0,
@@ -152,27 +308,39 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             openat_syscall_nr: syscalls.2,
             openat2_syscall_nr: syscalls.3,
         },
-        detect_open: args.detect_open,
-    };
-    // The canary every backend must see before it is trusted (see selftest).
-    let canary = match Canary::create(&args.state_dir) {
+        detect_open,
+    }
+}
+
+/// The canary every backend must see before it is trusted (see selftest).
+fn create_canary(state_dir: &std::path::Path) -> Option<Arc<Canary>> {
+    match Canary::create(state_dir) {
         Ok(c) => Some(Arc::new(c)),
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "no self-test possible: the probe cannot prove it sees");
             None
         }
-    };
+    }
+}
+
+/// Loads the requested backend, or with `auto` the first that loads and proves it sees the
+/// canary. Also returns why it is blind, when a forced backend did not prove it.
+fn attach(
+    args: &RunArgs,
+    options: &backend::LoadOptions,
+    canary: Option<&Canary>,
+) -> anyhow::Result<(Backend, backend::Rings, Option<String>, BackendKind)> {
     let forced = args.backend != BackendRequest::Auto;
     // What actually loads and then sees decides, not what the kernel's configuration claims.
     let ((backend, rings, blind), kind, reason) = backend::select(args.backend, |kind| {
-        let mut backend = Backend::load(kind, &options).map_err(|e| {
+        let mut backend = Backend::load(kind, options).map_err(|e| {
             format!("{e:#}")
                 .trim_end_matches([' ', '\n', ':'])
                 .replace(". Verifier output", "")
                 .to_string()
         })?;
         let mut rings = backend.rings().map_err(|e| format!("{e:#}"))?;
-        let blind = match &canary {
+        let blind = match canary {
             Some(c) if !prove(&mut backend, &mut rings.connects, c) => {
                 Some(selftest::blind_reason(kind))
             }
@@ -190,19 +358,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!("--detect-open is implied: the {kind} backend sees opens at no extra cost");
     }
     tracing::info!(backend = %kind, "eBPF programs attached");
+    Ok((backend, rings, blind, kind))
+}
 
-    let metrics = Arc::new(Metrics::new()?);
-    let status = Arc::new(Status::default());
-    match (&canary, blind) {
-        (None, _) => status.not_ready(
-            "self-test",
-            Some("the canary socket could not be created".into()),
-        ),
-        (Some(_), Some(why)) => status.not_ready("self-test", Some(why)),
-        (Some(c), None) => metrics.self_test_last_success.set(c.last_success() as i64),
-    }
-    metrics.set_backend(kind);
-
+/// The configured sockets: the defaults unless refused, plus every `--socket`.
+fn watched_specs(args: &RunArgs) -> anyhow::Result<Vec<SocketSpec>> {
     let mut specs = if args.no_default_sockets {
         Vec::new()
     } else {
@@ -212,73 +372,81 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if specs.is_empty() {
         bail!("no sockets to watch: drop --no-default-sockets or add --socket PATH");
     }
-    let armer = Arc::new(Mutex::new(Armer::new(specs, args.host_root.clone())));
-    let backend = Arc::new(Mutex::new(backend));
-    rearm(&armer, &backend, &metrics, &status);
+    Ok(specs)
+}
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
+/// Binds `listen` and serves `/healthz`, `/readyz` and `/metrics` until `stop`.
+async fn serve_admin(
+    listen: SocketAddr,
+    status: &Arc<Status>,
+    metrics: &Metrics,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("listening on {} for health and metrics", args.listen))?;
-    let bound = listener.local_addr().unwrap_or(args.listen);
+        .with_context(|| format!("listening on {listen} for health and metrics"))?;
+    let bound = listener.local_addr().unwrap_or(listen);
     tracing::info!(listen = %bound, "serving /healthz, /readyz, /metrics");
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut server_shutdown = shutdown_rx.clone();
-    let server = admin::serve(
+    Ok(admin::serve(
         listener,
         status.clone(),
         metrics.registry.clone(),
         async move {
-            let _ = server_shutdown.changed().await;
+            let _ = stop.changed().await;
         },
-    );
+    ))
+}
 
-    // The policy cache, once cluster mode has started.
-    let policies = Arc::new(std::sync::OnceLock::new());
-    // Re-arm sockets (the configured ones and those policies name) and export the kernel's
-    // drop counter.
-    let housekeeping = {
-        let (armer, backend, metrics) = (armer.clone(), backend.clone(), metrics.clone());
-        let policies = policies.clone();
-        let mut stop = shutdown_rx.clone();
-        let mut policy_sockets = PolicySockets::default();
-        let alive = status.task("housekeeping");
-        let status = status.clone();
-        tokio::spawn(async move {
-            let _alive = alive;
-            let mut tick = tokio::time::interval(REARM_INTERVAL);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop.changed() => break,
-                }
-                if let Some(policies) = policies.get() {
-                    follow_policy_sockets(&mut policy_sockets, policies, &armer);
-                }
-                rearm(&armer, &backend, &metrics, &status);
-                let (stats, counts) = {
-                    let backend = backend.lock().unwrap_or_else(|p| p.into_inner());
-                    (backend.program_stats(), backend.kernel_counts())
-                };
-                for (program, runs, time) in stats {
-                    metrics
-                        .program_runs
-                        .with_label_values(&[&program])
-                        .set(runs as i64);
-                    metrics
-                        .program_run_seconds
-                        .with_label_values(&[&program])
-                        .set(time.as_secs_f64());
-                }
-                let lost = metrics.record_kernel_counts(counts);
-                if lost > 0 {
-                    tracing::warn!(lost, "a kernel ring buffer was full: events lost");
-                }
+/// Re-arms sockets (the configured ones and those policies name) and exports the kernel's
+/// counters and program statistics, every [`REARM_INTERVAL`].
+fn spawn_housekeeping(
+    armer: Arc<Mutex<Armer>>,
+    backend: Arc<Mutex<Backend>>,
+    metrics: Arc<Metrics>,
+    status: &Arc<Status>,
+    policies: Arc<std::sync::OnceLock<kube::runtime::reflector::Store<api::DockerSocketPolicy>>>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let mut policy_sockets = PolicySockets::default();
+    let alive = status.task("housekeeping");
+    let status = status.clone();
+    tokio::spawn(async move {
+        let _alive = alive;
+        let mut tick = tokio::time::interval(REARM_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
             }
-        })
-    };
+            if let Some(policies) = policies.get() {
+                follow_policy_sockets(&mut policy_sockets, policies, &armer);
+            }
+            rearm(&armer, &backend, &metrics, &status);
+            let (stats, counts) = {
+                let backend = backend.lock().unwrap_or_else(|p| p.into_inner());
+                (backend.program_stats(), backend.kernel_counts())
+            };
+            for (program, runs, time) in stats {
+                metrics
+                    .program_runs
+                    .with_label_values(&[&program])
+                    .set(runs as i64);
+                metrics
+                    .program_run_seconds
+                    .with_label_values(&[&program])
+                    .set(time.as_secs_f64());
+            }
+            let lost = metrics.record_kernel_counts(counts);
+            if lost > 0 {
+                tracing::warn!(lost, "a kernel ring buffer was full: events lost");
+            }
+        }
+    })
+}
 
-    let mut cluster_task = None;
-    let mut cgroups = CgroupIndex::new(&args.host_root);
+/// The cgroup v2 index, walked once; cgroup creation events keep it current.
+fn index_cgroups(host_root: &std::path::Path) -> CgroupIndex {
+    let mut cgroups = CgroupIndex::new(host_root);
     match cgroups.mount() {
         Some(m) => tracing::info!(cgroup2 = %m.display(), "attributing by cgroup v2 ids"),
         None => tracing::warn!(
@@ -286,118 +454,100 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
     }
     cgroups.walk();
-    let json = match args.format {
-        OutputFormat::Json => true,
-        OutputFormat::Text => false,
-        OutputFormat::Auto => !std::io::stdout().is_terminal(),
-    };
-    let node = args
-        .node
-        .clone()
-        .or_else(runtime::host::name)
-        .unwrap_or_else(|| "unknown".into());
-    // The HTTP output's sender; whichever sink reports findings holds its queue.
-    let (http_output, http_task) = match &args.http_output {
+    cgroups
+}
+
+/// The HTTP output's sender and task, when `--http-output` is set; whichever sink reports
+/// findings holds the sender's queue.
+fn start_http_output(
+    args: &RunArgs,
+    metrics: &Arc<Metrics>,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<(Option<http::HttpOutput>, Option<JoinHandle<()>>)> {
+    Ok(match &args.http_output {
         Some(url) => {
             let config = http::HttpConfig::new(
                 url.clone(),
                 args.http_output_headers.clone(),
                 args.http_output_queue,
             );
-            let (output, task) = http::start(config, metrics.clone(), shutdown_rx.clone())?;
+            let (output, task) = http::start(config, metrics.clone(), stop.clone())?;
             (Some(output), Some(task))
         }
         None => (None, None),
+    })
+}
+
+/// The sink the reader hands findings to. Cluster mode (asked for, or inside a pod unless
+/// `--standalone`): the forwarder to the finding writer, whose task comes back too, and the
+/// policy cache is published for housekeeping. Else stdout and the HTTP output directly.
+async fn start_sink(
+    args: &RunArgs,
+    node: &str,
+    http_output: Option<http::HttpOutput>,
+    metrics: &Arc<Metrics>,
+    status: &Arc<Status>,
+    policies: &std::sync::OnceLock<kube::runtime::reflector::Store<api::DockerSocketPolicy>>,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<(Box<dyn FindingSink + Send>, Option<JoinHandle<()>>)> {
+    let json = match args.format {
+        OutputFormat::Json => true,
+        OutputFormat::Text => false,
+        OutputFormat::Auto => !std::io::stdout().is_terminal(),
     };
     let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    let sink: Box<dyn FindingSink + Send> = if args.cluster || (in_pod && !args.standalone) {
+    if args.cluster || (in_pod && !args.standalone) {
         // std's stdout is line-buffered: each finding's line is out as soon as it is decided.
         let outputs = Outputs::new(Box::new(std::io::stdout()), json, http_output);
-        let (tx, task, policy_store) = start_cluster_sink(
-            &args,
-            &node,
-            metrics.clone(),
-            &status,
-            shutdown_rx.clone(),
-            outputs,
-        )
-        .await?;
-        cluster_task = Some(task);
+        let (tx, task, policy_store) =
+            start_cluster_sink(args, node, metrics.clone(), status, stop.clone(), outputs).await?;
         let _ = policies.set(policy_store);
-        Box::new(ClusterForwarder::new(tx, metrics.clone()))
+        Ok((
+            Box::new(ClusterForwarder::new(tx, metrics.clone())),
+            Some(task),
+        ))
     } else {
         // Flushed after each drain of the ring buffer.
         let out = Box::new(std::io::BufWriter::new(std::io::stdout()));
-        Box::new(StandaloneSink {
+        let sink = StandaloneSink {
             outputs: Outputs::new(out, json, http_output),
             metrics: metrics.clone(),
-        })
-    };
-    let pipeline = Pipeline {
-        armer,
-        cgroups,
-        opens: OpenResolver::new(proc_root.clone()),
-        decider: Decider {
-            node,
-            backend: kind,
-            include_host: args.include_host,
-            host_pid_ns,
-            own_pid: own_pid(host_pid_ns),
-        },
-        metrics: metrics.clone(),
-        proc_root,
-        sink,
-        proc_cache: Default::default(),
-        canary: canary.clone(),
-    };
-    let reader = {
-        let alive = status.task("reader");
-        let stop = shutdown_rx.clone();
-        tokio::spawn(async move {
-            let _alive = alive;
-            read_events(rings, pipeline, stop).await
-        })
-    };
-    let self_test = canary.map(|c| {
-        let (status, metrics, alive) = (status.clone(), metrics.clone(), status.task("self-test"));
-        let mut stop = shutdown_rx.clone();
-        tokio::spawn(async move {
-            let _alive = alive;
-            tokio::select! {
-                _ = self_test_loop(c, kind, status, metrics) => {}
-                _ = stop.changed() => {}
-            }
-        })
-    });
+        };
+        Ok((Box::new(sink), None))
+    }
+}
 
-    let failed = tokio::select! {
-        r = runtime::shutdown::signal() => { r?; None }
-        task = status.task_ended() => Some(task),
-    };
-    status.shutting_down();
-    tracing::info!("shutting down: draining events and detaching programs");
-    let _ = shutdown_tx.send(true);
-    reader.await??;
-    if let Some(task) = self_test {
-        let _ = task.await;
-    }
-    if let Some(task) = cluster_task {
-        let _ = task.await;
-    }
-    // After the sinks, which hold its queue: it flushes within its bound, then ends.
-    if let Some(task) = http_task {
-        let _ = task.await;
-    }
-    let _ = housekeeping.await;
-    let _ = server.await;
-    // Dropping the backend detaches every program.
-    drop(backend);
-    match failed {
-        Some(task) => {
-            bail!("the {task} task ended unexpectedly; exiting so that the probe is restarted")
+/// The reader: turns ring buffer records into findings until stopped, then drains.
+fn spawn_reader(
+    rings: backend::Rings,
+    pipeline: Pipeline<Box<dyn FindingSink + Send>>,
+    status: &Arc<Status>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<anyhow::Result<()>> {
+    let alive = status.task("reader");
+    tokio::spawn(async move {
+        let _alive = alive;
+        read_events(rings, pipeline, stop).await
+    })
+}
+
+/// The self-test: [`self_test_loop`] until stopped.
+fn spawn_self_test(
+    canary: Arc<Canary>,
+    backend: BackendKind,
+    status: &Arc<Status>,
+    metrics: &Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let alive = status.task("self-test");
+    let (status, metrics) = (status.clone(), metrics.clone());
+    tokio::spawn(async move {
+        let _alive = alive;
+        tokio::select! {
+            _ = self_test_loop(canary, backend, status, metrics) => {}
+            _ = stop.changed() => {}
         }
-        None => Ok(()),
-    }
+    })
 }
 
 /// At start: the backend's programs must report a connect to the canary within the deadline.
