@@ -209,8 +209,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| "sockwarden-operator".into());
     let metrics = Arc::new(Metrics::new()?);
     // Ready as soon as it serves: standbys waiting for the lease are ready too.
-    let status = Arc::new(Status::default());
-    status.not_ready("operator", Some("starting".into()));
+    let status = Arc::new(Status::starting("operator", "starting".into()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

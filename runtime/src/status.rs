@@ -30,6 +30,17 @@ impl Default for Status {
 }
 
 impl Status {
+    /// Not ready for `source` from the start, quietly: starting is not news worth a warning.
+    pub fn starting(source: &'static str, reason: String) -> Self {
+        let status = Self::default();
+        status
+            .not_ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(source, reason);
+        status
+    }
+
     /// Sets (`Some`) or clears (`None`) one reason for not being ready.
     pub fn not_ready(&self, source: &'static str, reason: Option<String>) {
         let mut map = self.not_ready.lock().unwrap_or_else(|p| p.into_inner());
@@ -131,6 +142,11 @@ mod tests {
         status.not_ready("caches", None);
         status.not_ready("self-test", None);
         assert_eq!(status.ready(), Ok(()));
+
+        let starting = Status::starting("operator", "starting".into());
+        assert_eq!(starting.ready(), Err("operator: starting".into()));
+        starting.not_ready("operator", None);
+        assert_eq!(starting.ready(), Ok(()));
     }
 
     #[tokio::test]
