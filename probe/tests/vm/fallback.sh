@@ -47,20 +47,22 @@ fi
 kill $PROBE; wait $PROBE 2>/dev/null
 
 # Forced lsm: it loads and attaches, then says it is blind instead of looking healthy.
+# A log of its own: the auto run's log already says "serving", and the shell truncates a
+# reused file only once the new probe has started, so waiting on it raced.
 /bin/sockwarden-probe run --backend lsm --no-default-sockets --socket /run/docker.sock=docker \
-  --format json --listen 127.0.0.1:$PORT >/tmp/findings.json 2>/tmp/probe.log &
+  --format json --listen 127.0.0.1:$PORT >/tmp/findings.json 2>/tmp/probe-forced.log &
 PROBE=$!
 # "serving" is logged once the health listener is bound (after the sockets are armed).
-if wait_for /tmp/probe.log "serving /healthz" 180; then
+if wait_for /tmp/probe-forced.log "serving /healthz" 180; then
   sleep 1
   body=$(wget -q -O - "http://127.0.0.1:$PORT/readyz" 2>&1; true)
   code=$(wget -S -O /dev/null "http://127.0.0.1:$PORT/readyz" 2>&1 | grep -o "HTTP/1.1 [0-9]*" | tail -n1)
-  if echo "$code" | grep -q 503 && grep -q "self-test" /tmp/probe.log; then
+  if echo "$code" | grep -q 503 && grep -q "self-test" /tmp/probe-forced.log; then
     result lsm-forced not-ready PASS
   else
-    result lsm-forced not-ready "FAIL readyz: $code $body"
+    result lsm-forced not-ready "FAIL readyz: $code $body; log: $(tail -c 600 /tmp/probe-forced.log | tr '\n' ' ')"
   fi
 else
-  result lsm-forced not-ready "FAIL the probe did not start: $(tail -c 600 /tmp/probe.log | tr '\n' ' ')"
+  result lsm-forced not-ready "FAIL the probe did not start: $(tail -c 600 /tmp/probe-forced.log | tr '\n' ' ')"
 fi
 kill $PROBE; wait $PROBE 2>/dev/null
