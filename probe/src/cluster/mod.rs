@@ -562,6 +562,16 @@ mod tests {
             self.store.apply_watcher_event(event);
             self.index.apply_watcher_event(event);
         }
+
+        /// A running pod with one container `app` whose id is `container_id`.
+        fn add(&mut self, name: &str, uid: &str, container_id: &str) {
+            self.apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
+                name,
+                uid,
+                &[("app", container_id)],
+                &[],
+            )));
+        }
     }
 
     struct Fixture {
@@ -643,13 +653,7 @@ mod tests {
     #[tokio::test]
     async fn finding_sent_to_the_api_names_pod_container_workload_and_default_policy() {
         let mut fx = fixture();
-        fx.pods
-            .apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
-                "web-1",
-                "pod-uid-1",
-                &[("app", "cid-1")],
-                &[],
-            )));
+        fx.pods.add("web-1", "pod-uid-1", "cid-1");
         fx.sink.handle(container_finding("cid-1")).await;
         fx.sink.writer.flush().await;
         let all = written(&fx.api);
@@ -728,13 +732,7 @@ mod tests {
             let standalone_labels = finding_labels(&standalone_metrics.render());
             // Cluster mode: the object, the stdout line and the metrics.
             let mut fx = fixture();
-            fx.pods
-                .apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
-                    "web-1",
-                    "pod-uid-1",
-                    &[("app", "cid-1")],
-                    &[],
-                )));
+            fx.pods.add("web-1", "pod-uid-1", "cid-1");
             fx.sink.handle(batch).await;
             fx.sink.writer.flush().await;
             let object = written(&fx.api).remove(0);
@@ -774,13 +772,11 @@ mod tests {
     async fn findings_the_reader_hands_over_after_shutdown_began_are_still_written() {
         let mut fx = fixture();
         for i in 0..20 {
-            fx.pods
-                .apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
-                    &format!("web-{i}"),
-                    &format!("pod-uid-{i}"),
-                    &[("app", &format!("cid-{i}"))],
-                    &[],
-                )));
+            fx.pods.add(
+                &format!("web-{i}"),
+                &format!("pod-uid-{i}"),
+                &format!("cid-{i}"),
+            );
         }
         let (tx, rx) = mpsc::channel(64);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -832,12 +828,7 @@ mod tests {
             "judged before the caches synced: {:?}",
             api.calls()
         );
-        pods.apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
-            "web-1",
-            "pod-uid-1",
-            &[("app", "cid-1")],
-            &[],
-        )));
+        pods.add("web-1", "pod-uid-1", "cid-1");
         synced_tx.send(()).unwrap();
         drop(tx);
         sink.await.unwrap();
@@ -872,13 +863,7 @@ mod tests {
         fx.sink.handle(container_finding("cid-late")).await;
         fx.sink.writer.flush().await;
         assert!(written(&fx.api).is_empty(), "nothing to attribute yet");
-        fx.pods
-            .apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
-                "late-1",
-                "pod-uid-2",
-                &[("app", "cid-late")],
-                &[],
-            )));
+        fx.pods.add("late-1", "pod-uid-2", "cid-late");
         fx.sink.retry_held().await;
         fx.sink.writer.flush().await;
         let all = written(&fx.api);
@@ -900,13 +885,7 @@ mod tests {
     #[tokio::test]
     async fn exempted_pods_and_out_of_scope_pods_write_nothing() {
         let mut fx = fixture();
-        fx.pods
-            .apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
-                "web-1",
-                "pod-uid-1",
-                &[("app", "cid-1")],
-                &[],
-            )));
+        fx.pods.add("web-1", "pod-uid-1", "cid-1");
         let exempting = accepted(
             "agents",
             serde_json::json!({"exemptions": [{"serviceAccounts": ["shop/web-sa"]}]}),
@@ -953,13 +932,7 @@ mod tests {
     #[tokio::test]
     async fn a_reported_finding_is_one_stdout_line_with_its_kubernetes_context_and_count() {
         let mut fx = fixture();
-        fx.pods
-            .apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
-                "web-1",
-                "pod-uid-1",
-                &[("app", "cid-1")],
-                &[],
-            )));
+        fx.pods.add("web-1", "pod-uid-1", "cid-1");
         let mut batch = container_finding("cid-1");
         batch.count = 7;
         fx.sink.handle(batch).await;
@@ -1011,13 +984,7 @@ mod tests {
     #[tokio::test]
     async fn a_namespace_selector_reads_the_labels_of_the_metadata_only_namespace_cache() {
         let mut fx = fixture();
-        fx.pods
-            .apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
-                "web-1",
-                "pod-uid-1",
-                &[("app", "cid-1")],
-                &[],
-            )));
+        fx.pods.add("web-1", "pod-uid-1", "cid-1");
         fx.policies.apply_watcher_event(&watcher::Event::Apply(accepted(
             "payments",
             serde_json::json!({"severity": 3, "selector": {"namespaceSelector": {"matchLabels": {"team": "payments"}}}}),
@@ -1061,13 +1028,7 @@ mod tests {
     #[tokio::test]
     async fn policies_the_operator_did_not_accept_or_that_are_invalid_are_not_applied_at_all() {
         let mut fx = fixture();
-        fx.pods
-            .apply_watcher_event(&watcher::Event::Apply(pods::pod_json(
-                "web-1",
-                "pod-uid-1",
-                &[("app", "cid-1")],
-                &[],
-            )));
+        fx.pods.add("web-1", "pod-uid-1", "cid-1");
         // Refused by the operator: would exempt the pod's namespace.
         fx.policies
             .apply_watcher_event(&watcher::Event::Apply(api::compiled::testing::policy(
