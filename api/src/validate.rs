@@ -124,10 +124,21 @@ fn exemption(i: usize, e: &Exemption, problems: &mut Vec<String>) {
     );
 }
 
-/// Why a socket path cannot be watched, if it cannot: absolute and normalised (no `.`, `..`
-/// or empty segments, no trailing `/`), no NUL or `=` (the probe's command line takes
-/// `PATH=RUNTIME`), at most 107 bytes.
-pub fn socket_path_problem(path: &str) -> Option<String> {
+/// Why a socket path cannot be watched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SocketPathError {
+    #[error("{0:?} must be an absolute, normalised path (no ., .. or empty segments)")]
+    NotNormalised(String),
+    #[error("{0:?} must not contain NUL, '=' or control characters")]
+    ForbiddenCharacter(String),
+    #[error("{0:?} is {len} bytes; a UNIX socket path holds at most {MAX_SOCKET_PATH}", len = .0.len())]
+    TooLong(String),
+}
+
+/// A socket path can be watched when it is absolute and normalised (no `.`, `..` or empty
+/// segments, no trailing `/`), has no NUL or `=` (the probe's command line takes
+/// `PATH=RUNTIME`) and is at most 107 bytes.
+pub fn check_socket_path(path: &str) -> Result<(), SocketPathError> {
     let normalised = path.len() > 1
         && path.starts_with('/')
         && !path.ends_with('/')
@@ -135,20 +146,13 @@ pub fn socket_path_problem(path: &str) -> Option<String> {
             .split('/')
             .all(|c| !c.is_empty() && c != "." && c != "..");
     if !normalised {
-        Some(format!(
-            "{path:?} must be an absolute, normalised path (no ., .. or empty segments)"
-        ))
+        Err(SocketPathError::NotNormalised(path.to_string()))
     } else if path.contains(['\0', '=']) || path.chars().any(char::is_control) {
-        Some(format!(
-            "{path:?} must not contain NUL, '=' or control characters"
-        ))
+        Err(SocketPathError::ForbiddenCharacter(path.to_string()))
     } else if path.len() > MAX_SOCKET_PATH {
-        Some(format!(
-            "{path:?} is {} bytes; a UNIX socket path holds at most {MAX_SOCKET_PATH}",
-            path.len()
-        ))
+        Err(SocketPathError::TooLong(path.to_string()))
     } else {
-        None
+        Ok(())
     }
 }
 
@@ -164,7 +168,7 @@ pub fn validate(spec: &DockerSocketPolicySpec) -> Vec<String> {
         }
     }
     for (i, socket) in spec.sockets.iter().enumerate() {
-        if let Some(p) = socket_path_problem(&socket.path) {
+        if let Err(p) = check_socket_path(&socket.path) {
             problems.push(format!("spec.sockets[{i}].path: {p}"));
         }
     }

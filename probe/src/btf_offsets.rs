@@ -15,8 +15,8 @@ pub enum OffsetError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot parse kernel BTF: {0}")]
-    Parse(String),
+    #[error("cannot parse kernel BTF")]
+    Parse(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("kernel BTF has no struct {0}")]
     NoStruct(String),
     #[error("kernel BTF: struct {structure} has no member {member}")]
@@ -34,7 +34,7 @@ impl KernelBtf {
             path: path.display().to_string(),
             source,
         })?;
-        let btf = Btf::from_bytes(&bytes).map_err(|e| OffsetError::Parse(e.to_string()))?;
+        let btf = Btf::from_bytes(&bytes).map_err(|e| OffsetError::Parse(e.into()))?;
         Ok(Self { btf })
     }
 
@@ -96,7 +96,7 @@ impl KernelBtf {
             let member_name = self.btf.resolve_name(member).unwrap_or_default();
             let type_id = member
                 .get_type_id()
-                .map_err(|e| OffsetError::Parse(e.to_string()))?;
+                .map_err(|e| OffsetError::Parse(e.into()))?;
             if member_name == name {
                 return Ok(Some((member.bit_offset(), type_id)));
             }

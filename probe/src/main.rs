@@ -78,7 +78,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sockwarden-probe: {e:#}");
+            eprintln!("sockwarden-probe: {}", probe::backend::sentence(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

@@ -323,6 +323,15 @@ fn create_canary(state_dir: &std::path::Path) -> Option<Arc<Canary>> {
     }
 }
 
+/// Why `auto` moves past a backend: it did not load, or it loaded and did not prove it sees.
+#[derive(Debug, thiserror::Error)]
+enum Unusable {
+    #[error(transparent)]
+    Load(#[from] backend::LoadError),
+    #[error("{0}")]
+    Blind(String),
+}
+
 /// Loads the requested backend, or with `auto` the first that loads and proves it sees the
 /// canary. Also returns why it is blind, when a forced backend did not prove it.
 fn attach(
@@ -333,13 +342,8 @@ fn attach(
     let forced = args.backend != BackendRequest::Auto;
     // What actually loads and then sees decides, not what the kernel's configuration claims.
     let ((backend, rings, blind), kind, reason) = backend::select(args.backend, |kind| {
-        let mut backend = Backend::load(kind, options).map_err(|e| {
-            format!("{e:#}")
-                .trim_end_matches([' ', '\n', ':'])
-                .replace(". Verifier output", "")
-                .to_string()
-        })?;
-        let mut rings = backend.rings().map_err(|e| format!("{e:#}"))?;
+        let mut backend = Backend::load(kind, options)?;
+        let mut rings = backend.rings()?;
         let blind = match canary {
             Some(c) if !prove(&mut backend, &mut rings.connects, c) => {
                 Some(selftest::blind_reason(kind))
@@ -348,11 +352,10 @@ fn attach(
         };
         match blind {
             // A forced backend keeps running, not ready, saying why.
-            Some(why) if !forced => Err(why),
+            Some(why) if !forced => Err(Unusable::Blind(why)),
             blind => Ok((backend, rings, blind)),
         }
-    })
-    .map_err(anyhow::Error::msg)?;
+    })?;
     tracing::info!(backend = %kind, reason = %reason, "attach backend chosen");
     if kind != BackendKind::Tracepoint && args.detect_open {
         tracing::info!("--detect-open is implied: the {kind} backend sees opens at no extra cost");

@@ -16,7 +16,7 @@ use std::{
     sync::Arc,
 };
 
-use api::{compiled::PolicySet, DockerSocketPolicy, Runtime};
+use api::{compiled::PolicySet, validate::SocketPathError, DockerSocketPolicy, Runtime};
 use kube::ResourceExt;
 
 use crate::rootfs::{self, FileId};
@@ -28,8 +28,19 @@ pub struct SocketSpec {
     pub runtime: String,
 }
 
+/// Why a `--socket PATH[=RUNTIME]` value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("socket path {0:?} must be absolute")]
+    Relative(String),
+    #[error("empty runtime in {0:?}")]
+    EmptyRuntime(String),
+    #[error("runtime {0:?} may only hold letters, digits, '-' and '_'")]
+    BadRuntime(String),
+}
+
 impl FromStr for SocketSpec {
-    type Err = String;
+    type Err = SpecError;
 
     /// `PATH[=RUNTIME]`; the runtime defaults to what the file name suggests.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -38,18 +49,16 @@ impl FromStr for SocketSpec {
             None => (s, None),
         };
         if !path.starts_with('/') {
-            return Err(format!("socket path {path:?} must be absolute"));
+            return Err(SpecError::Relative(path.to_string()));
         }
         let runtime = match runtime {
-            Some("") => return Err(format!("empty runtime in {s:?}")),
+            Some("") => return Err(SpecError::EmptyRuntime(s.to_string())),
             Some(r)
                 if !r
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
             {
-                return Err(format!(
-                    "runtime {r:?} may only hold letters, digits, '-' and '_'"
-                ))
+                return Err(SpecError::BadRuntime(r.to_string()))
             }
             Some(r) => r.to_string(),
             None => guess_runtime(Path::new(path)).to_string(),
@@ -105,12 +114,9 @@ pub fn default_specs() -> Vec<SocketSpec> {
 pub use api::validate::MAX_SOCKET_PATH;
 
 /// Checks a socket path a policy names before it is resolved on the host, by the rule the
-/// operator validates policies with ([`api::validate::socket_path_problem`]).
-pub fn validate_policy_path(path: &str) -> Result<PathBuf, String> {
-    match api::validate::socket_path_problem(path) {
-        Some(problem) => Err(problem),
-        None => Ok(PathBuf::from(path)),
-    }
+/// operator validates policies with ([`api::validate::check_socket_path`]).
+pub fn validate_policy_path(path: &str) -> Result<PathBuf, SocketPathError> {
+    api::validate::check_socket_path(path).map(|()| PathBuf::from(path))
 }
 
 /// The runtime name findings and metrics carry for a policy's runtime.
@@ -391,9 +397,18 @@ mod tests {
         assert_eq!(s.runtime, "podman");
         let s: SocketSpec = "/run/user/1000/docker.sock".parse().unwrap();
         assert_eq!(s.runtime, "docker");
-        assert!("relative.sock".parse::<SocketSpec>().is_err());
-        assert!("/a.sock=".parse::<SocketSpec>().is_err());
-        assert!("/a.sock=bad name".parse::<SocketSpec>().is_err());
+        assert_eq!(
+            "relative.sock".parse::<SocketSpec>(),
+            Err(SpecError::Relative("relative.sock".into()))
+        );
+        assert_eq!(
+            "/a.sock=".parse::<SocketSpec>(),
+            Err(SpecError::EmptyRuntime("/a.sock=".into()))
+        );
+        assert_eq!(
+            "/a.sock=bad name".parse::<SocketSpec>(),
+            Err(SpecError::BadRuntime("bad name".into()))
+        );
     }
 
     #[test]
@@ -481,20 +496,31 @@ mod tests {
         for ok in ["/run/docker.sock", "/srv/..hidden/d.sock", longest.as_str()] {
             assert_eq!(validate_policy_path(ok), Ok(PathBuf::from(ok)), "{ok}");
         }
-        for bad in [
-            "run/docker.sock",
-            "",
-            "/run/../etc/docker.sock",
-            "/run/..",
-            "/run/d\0.sock",
-            "/a/./b.sock",
-            "/run//docker.sock",
-            "/run/docker.sock/",
-            "/run/a=b.sock",
-            too_long.as_str(),
-        ] {
-            assert!(validate_policy_path(bad).is_err(), "{bad:?}");
+        type Kind = fn(String) -> SocketPathError;
+        let table: &[(&str, Kind)] = &[
+            ("run/docker.sock", SocketPathError::NotNormalised),
+            ("", SocketPathError::NotNormalised),
+            ("/run/../etc/docker.sock", SocketPathError::NotNormalised),
+            ("/run/..", SocketPathError::NotNormalised),
+            ("/run/d\0.sock", SocketPathError::ForbiddenCharacter),
+            ("/run/d\n.sock", SocketPathError::ForbiddenCharacter),
+            ("/a/./b.sock", SocketPathError::NotNormalised),
+            ("/run//docker.sock", SocketPathError::NotNormalised),
+            ("/run/docker.sock/", SocketPathError::NotNormalised),
+            ("/run/a=b.sock", SocketPathError::ForbiddenCharacter),
+            (too_long.as_str(), SocketPathError::TooLong),
+        ];
+        for (bad, kind) in table {
+            assert_eq!(
+                validate_policy_path(bad),
+                Err(kind(bad.to_string())),
+                "{bad:?}"
+            );
         }
+        assert_eq!(
+            validate_policy_path(&too_long).unwrap_err().to_string(),
+            format!("{too_long:?} is 108 bytes; a UNIX socket path holds at most 107")
+        );
     }
 
     #[test]

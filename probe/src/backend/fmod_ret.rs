@@ -2,29 +2,58 @@
 //! enforcement in the `fentry` backend will use. aya 0.14 has no program type for it, so
 //! this loads a minimal one (`r0 = 0; exit`) with a small `bpf(2)` call of our own, then
 //! closes it; nothing is attached.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, Type};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FmodRetError {
+    #[error("reading {path}")]
+    ReadBtf {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing kernel BTF")]
+    ParseBtf(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("no function {0} in kernel BTF")]
+    NoFunction(String),
+    #[error("{source}{}", verifier_suffix(log))]
+    Refused {
+        source: std::io::Error,
+        /// The verifier's log, often empty for attach-time refusals.
+        log: String,
+    },
+}
+
+fn verifier_suffix(log: &str) -> String {
+    if log.is_empty() {
+        String::new()
+    } else {
+        format!(": {log}")
+    }
+}
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TYPE_TRACING: u32 = 26;
 const BPF_MODIFY_RETURN: u32 = 26;
 
 /// BTF id of the kernel function `name`.
-fn func_btf_id(btf_path: &Path, name: &str) -> Result<u32, String> {
-    let bytes =
-        std::fs::read(btf_path).map_err(|e| format!("reading {}: {e}", btf_path.display()))?;
-    let btf = Btf::from_bytes(&bytes).map_err(|e| format!("parsing kernel BTF: {e}"))?;
-    let ids = btf
-        .resolve_ids_by_name(name)
-        .map_err(|_| format!("no {name} in kernel BTF"))?;
+fn func_btf_id(btf_path: &Path, name: &str) -> Result<u32, FmodRetError> {
+    let bytes = std::fs::read(btf_path).map_err(|source| FmodRetError::ReadBtf {
+        path: btf_path.to_path_buf(),
+        source,
+    })?;
+    let btf = Btf::from_bytes(&bytes).map_err(|e| FmodRetError::ParseBtf(e.into()))?;
+    // btf-rs reports a name it does not hold as an error; either way there is no function.
+    let ids = btf.resolve_ids_by_name(name).unwrap_or_default();
     ids.into_iter()
         .find(|id| matches!(btf.resolve_type_by_id(*id), Ok(Type::Func(_))))
-        .ok_or_else(|| format!("{name} is not a function in kernel BTF"))
+        .ok_or_else(|| FmodRetError::NoFunction(name.to_string()))
 }
 
 /// Loads a do-nothing `fmod_ret` program for `function`; Ok when the kernel accepts it.
-pub fn check_loads(btf_path: &Path, function: &str) -> Result<(), String> {
+pub fn check_loads(btf_path: &Path, function: &str) -> Result<(), FmodRetError> {
     let btf_id = func_btf_id(btf_path, function)?;
     // mov r0, 0 ; exit
     let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
@@ -56,13 +85,11 @@ pub fn check_loads(btf_path: &Path, function: &str) -> Result<(), String> {
         )
     };
     if fd < 0 {
-        let err = std::io::Error::last_os_error();
+        let source = std::io::Error::last_os_error();
         let log = String::from_utf8_lossy(&log);
-        let log = log.trim_end_matches('\0').trim();
-        return Err(if log.is_empty() {
-            format!("{err}")
-        } else {
-            format!("{err}: {log}")
+        return Err(FmodRetError::Refused {
+            source,
+            log: log.trim_end_matches('\0').trim().to_string(),
         });
     }
     // SAFETY: the kernel returned an fd we own.

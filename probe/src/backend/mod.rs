@@ -1,14 +1,15 @@
 //! Attach backends and how one is chosen. Every backend loads the same eBPF object and feeds
 //! the same ring-buffer events into the same decision core; only how the kernel is hooked
 //! differs. Auto-selection tries what actually loads here, best first.
+pub mod error;
 pub mod fmod_ret;
 pub mod security;
 pub mod tracefs;
 pub mod tracepoint;
 
-use std::{collections::HashSet, fmt};
+use std::{collections::HashSet, error::Error as StdError, fmt};
 
-use anyhow::{anyhow, Context as _};
+use anyhow::Context as _;
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     Ebpf, EbpfLoader,
@@ -17,6 +18,8 @@ use probe_common::{
     KernelOffsets, ProbeConfig, WatchedKey, COUNTER_CONNECT_RINGBUF_DROPS, COUNTER_OPENS_LIMITED,
     COUNTER_RINGBUF_DROPS,
 };
+
+pub use error::{sentence, LoadError};
 
 use crate::{rootfs::FileId, sockets::WatchedSet};
 
@@ -55,13 +58,35 @@ impl fmt::Display for BackendKind {
     }
 }
 
+/// Why no backend runs: the one asked for could not, or none of the three could.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError<E: StdError + 'static> {
+    #[error("--backend {kind} cannot run on this node")]
+    Forced {
+        kind: BackendKind,
+        #[source]
+        source: E,
+    },
+    #[error("no backend can run on this node: {}", refusals(refused))]
+    NoneRuns { refused: Vec<(BackendKind, E)> },
+}
+
+/// `lsm unavailable: why; fentry unavailable: why`, each why one sentence.
+fn refusals<E: StdError + 'static>(refused: &[(BackendKind, E)]) -> String {
+    refused
+        .iter()
+        .map(|(kind, why)| format!("{kind} unavailable: {}", sentence(why)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Tries backends in the order lsm > fentry > tracepoint (or only the one asked for) and
 /// returns the first that `try_load` brings up, with a sentence saying why, for logs and
 /// status.
-pub fn select<T>(
+pub fn select<T, E: StdError + 'static>(
     request: BackendRequest,
-    mut try_load: impl FnMut(BackendKind) -> Result<T, String>,
-) -> Result<(T, BackendKind, String), String> {
+    mut try_load: impl FnMut(BackendKind) -> Result<T, E>,
+) -> Result<(T, BackendKind, String), SelectError<E>> {
     let forced = match request {
         BackendRequest::Auto => None,
         BackendRequest::Lsm => Some(BackendKind::Lsm),
@@ -71,7 +96,7 @@ pub fn select<T>(
     if let Some(kind) = forced {
         return match try_load(kind) {
             Ok(t) => Ok((t, kind, format!("--backend {kind} was requested"))),
-            Err(why) => Err(format!("--backend {kind} cannot run on this node: {why}")),
+            Err(source) => Err(SelectError::Forced { kind, source }),
         };
     }
     let mut refused = Vec::new();
@@ -88,14 +113,11 @@ pub fn select<T>(
                     format!("{kind} is the best backend and it loads here"),
                 ))
             }
-            Ok(t) => return Ok((t, kind, format!("{kind} chosen; {}", refused.join("; ")))),
-            Err(why) => refused.push(format!("{kind} unavailable: {why}")),
+            Ok(t) => return Ok((t, kind, format!("{kind} chosen; {}", refusals(&refused)))),
+            Err(why) => refused.push((kind, why)),
         }
     }
-    Err(format!(
-        "no backend can run on this node: {}",
-        refused.join("; ")
-    ))
+    Err(SelectError::NoneRuns { refused })
 }
 
 pub struct LoadOptions {
@@ -137,27 +159,27 @@ pub struct KernelCounts {
 impl Backend {
     /// Loads the object and attaches `kind`'s programs. On failure everything attached so far
     /// is detached again (the object is dropped).
-    pub fn load(kind: BackendKind, opts: &LoadOptions) -> anyhow::Result<Self> {
+    pub fn load(kind: BackendKind, opts: &LoadOptions) -> Result<Self, LoadError> {
         let tracepoint = kind == BackendKind::Tracepoint;
         let needs = tracefs::Needs {
             data_ready: tracepoint,
             opens: tracepoint && opts.detect_open,
         };
-        let fields = tracefs::record_fields(&tracefs::roots(), needs).map_err(|e| anyhow!(e))?;
+        let fields = tracefs::record_fields(&tracefs::roots(), needs)?;
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &opts.offsets, true)
             .override_global("CONFIG", &opts.config, true)
             .override_global("FIELDS", &fields, true)
             .load(OBJECT)
-            .map_err(|e| anyhow!("loading the eBPF object failed: {e}"))?;
+            .map_err(|e| LoadError::Object(Box::new(e)))?;
         match kind {
             BackendKind::Tracepoint => tracepoint::attach(&mut ebpf, opts.detect_open)?,
             BackendKind::Lsm => security::attach_lsm(&mut ebpf)?,
             BackendKind::Fentry => security::attach_fentry(&mut ebpf)?,
         }
-        let watched = BpfHashMap::try_from(take(&mut ebpf, "WATCHED")?)?;
-        let watched_inodes = BpfHashMap::try_from(take(&mut ebpf, "WATCHED_INODES")?)?;
-        let counters = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)?;
+        let watched = map_as(&mut ebpf, "WATCHED", BpfHashMap::try_from)?;
+        let watched_inodes = map_as(&mut ebpf, "WATCHED_INODES", BpfHashMap::try_from)?;
+        let counters = map_as(&mut ebpf, "COUNTERS", PerCpuArray::try_from)?;
         Ok(Self {
             ebpf,
             watched,
@@ -168,10 +190,10 @@ impl Backend {
     }
 
     /// Takes both ring buffers (once).
-    pub fn rings(&mut self) -> anyhow::Result<Rings> {
+    pub fn rings(&mut self) -> Result<Rings, LoadError> {
         Ok(Rings {
-            connects: RingBuf::try_from(take(&mut self.ebpf, "CONNECTS")?)?,
-            events: RingBuf::try_from(take(&mut self.ebpf, "EVENTS")?)?,
+            connects: map_as(&mut self.ebpf, "CONNECTS", RingBuf::try_from)?,
+            events: map_as(&mut self.ebpf, "EVENTS", RingBuf::try_from)?,
         })
     }
 
@@ -260,9 +282,16 @@ impl WatchedSet for Backend {
     }
 }
 
-fn take(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
-    ebpf.take_map(name)
-        .ok_or_else(|| anyhow!("the eBPF object has no map {name}"))
+/// Takes map `name` out of the object as the type user space works with.
+fn map_as<M>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<M, aya::maps::MapError>,
+) -> Result<M, LoadError> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| LoadError::missing("map", name))?;
+    convert(map).map_err(|e| LoadError::mismatch("map", name, e))
 }
 
 #[cfg(test)]
@@ -282,12 +311,14 @@ mod tests {
         }
     }
 
-    fn only(ok: &'static [BackendKind]) -> impl FnMut(BackendKind) -> Result<BackendKind, String> {
+    fn only(
+        ok: &'static [BackendKind],
+    ) -> impl FnMut(BackendKind) -> Result<BackendKind, std::io::Error> {
         move |k| {
             if ok.contains(&k) {
                 Ok(k)
             } else {
-                Err(format!("{k} refused"))
+                Err(std::io::Error::other(format!("{k} refused")))
             }
         }
     }
@@ -323,8 +354,13 @@ mod tests {
         assert_eq!(why, "lsm is the best backend and it loads here");
         let err = select(BackendRequest::Auto, only(&[])).unwrap_err();
         assert!(
-            err.starts_with("no backend can run on this node: lsm unavailable"),
-            "{err}"
+            matches!(&err, SelectError::NoneRuns { refused } if refused.len() == 3),
+            "{err:?}"
+        );
+        assert_eq!(
+            sentence(&err),
+            "no backend can run on this node: lsm unavailable: lsm refused; \
+             fentry unavailable: fentry refused; tracepoint unavailable: tracepoint refused"
         );
     }
 
@@ -333,11 +369,21 @@ mod tests {
         let mut tried = Vec::new();
         let err = select(BackendRequest::Lsm, |k| {
             tried.push(k);
-            Err::<(), _>("EPERM".to_string())
+            Err::<(), _>(std::io::Error::from_raw_os_error(libc::EPERM))
         })
         .unwrap_err();
         assert_eq!(tried, [BackendKind::Lsm]);
-        assert_eq!(err, "--backend lsm cannot run on this node: EPERM");
+        let SelectError::Forced { kind, source } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            (*kind, source.raw_os_error()),
+            (BackendKind::Lsm, Some(libc::EPERM))
+        );
+        assert_eq!(
+            sentence(&err),
+            "--backend lsm cannot run on this node: Operation not permitted (os error 1)"
+        );
         let (_, kind, _) =
             select(BackendRequest::Tracepoint, only(&[BackendKind::Tracepoint])).unwrap();
         assert_eq!(kind, BackendKind::Tracepoint);

@@ -3,13 +3,15 @@
 //! programs to `file_open`, `unix_stream_connect` and `unix_may_send`; `fentry` attaches
 //! trampolines to the `security_*` functions behind them. Both need BTF and are refused
 //! (EPERM) by kernels that lack BPF LSM or trampolines; auto-selection then moves on.
-use anyhow::anyhow;
 use aya::{
     programs::{FEntry, Lsm},
     Btf, Ebpf,
 };
 
-use super::tracepoint::attach_tracepoint;
+use super::{
+    tracepoint::{attach_tracepoint, program_as},
+    LoadError,
+};
 
 const LSM_HOOKS: &[(&str, &str)] = &[
     ("lsm_file_open", "file_open"),
@@ -23,54 +25,59 @@ const FENTRY_FUNCTIONS: &[(&str, &str)] = &[
     ("fentry_unix_may_send", "security_unix_may_send"),
 ];
 
-fn kernel_btf() -> anyhow::Result<Btf> {
-    Btf::from_sys_fs().map_err(|e| anyhow!("reading kernel BTF for hook attachment: {e}"))
+fn kernel_btf() -> Result<Btf, LoadError> {
+    Btf::from_sys_fs().map_err(|e| LoadError::Btf(Box::new(e)))
 }
 
 /// LSM programs load and attach on a kernel built with BPF LSM even when it is not in the
 /// active list, and then never run: where the list is readable, `bpf` must be in it. Where it
 /// is not readable (securityfs not mounted), loading decides.
-fn bpf_lsm_active() -> anyhow::Result<()> {
+fn bpf_lsm_active() -> Result<(), LoadError> {
     let Ok(active) = std::fs::read_to_string("/sys/kernel/security/lsm") else {
         return Ok(());
     };
     if active.split(',').any(|l| l.trim() == "bpf") {
         Ok(())
     } else {
-        Err(anyhow!(
-            "the BPF LSM is not active (/sys/kernel/security/lsm reads {:?}; boot with lsm=...,bpf)",
-            active.trim()
-        ))
+        Err(LoadError::LsmInactive {
+            active: active.trim().to_string(),
+        })
     }
 }
 
-pub fn attach_lsm(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+pub fn attach_lsm(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     bpf_lsm_active()?;
     let btf = kernel_btf()?;
-    for (program, hook) in LSM_HOOKS {
-        let prog: &mut Lsm = ebpf
-            .program_mut(program)
-            .ok_or_else(|| anyhow!("the eBPF object has no program {program}"))?
-            .try_into()?;
-        prog.load(hook, &btf)
-            .map_err(|e| anyhow!("the kernel refused LSM program {program}: {e}"))?;
-        prog.attach()
-            .map_err(|e| anyhow!("attaching {program} to LSM hook {hook} failed: {e}"))?;
+    for &(program, hook) in LSM_HOOKS {
+        let prog: &mut Lsm = program_as(ebpf, program)?;
+        prog.load(hook, &btf).map_err(|e| LoadError::Refused {
+            hook: "LSM",
+            program,
+            source: Box::new(e),
+        })?;
+        prog.attach().map_err(|e| LoadError::Attach {
+            program,
+            target: format!("LSM hook {hook}"),
+            source: Box::new(e),
+        })?;
     }
     attach_tracepoint(ebpf, "cgroup_mkdir", "cgroup", "cgroup_mkdir")
 }
 
-pub fn attach_fentry(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+pub fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     let btf = kernel_btf()?;
-    for (program, function) in FENTRY_FUNCTIONS {
-        let prog: &mut FEntry = ebpf
-            .program_mut(program)
-            .ok_or_else(|| anyhow!("the eBPF object has no program {program}"))?
-            .try_into()?;
-        prog.load(function, &btf)
-            .map_err(|e| anyhow!("the kernel refused fentry program {program}: {e}"))?;
-        prog.attach()
-            .map_err(|e| anyhow!("attaching {program} to {function} failed: {e}"))?;
+    for &(program, function) in FENTRY_FUNCTIONS {
+        let prog: &mut FEntry = program_as(ebpf, program)?;
+        prog.load(function, &btf).map_err(|e| LoadError::Refused {
+            hook: "fentry",
+            program,
+            source: Box::new(e),
+        })?;
+        prog.attach().map_err(|e| LoadError::Attach {
+            program,
+            target: function.to_string(),
+            source: Box::new(e),
+        })?;
     }
     attach_tracepoint(ebpf, "cgroup_mkdir", "cgroup", "cgroup_mkdir")
 }

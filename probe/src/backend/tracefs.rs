@@ -7,6 +7,30 @@ use std::path::{Path, PathBuf};
 
 use probe_common::RecordFields;
 
+/// Why a tracepoint's record layout is not what the programs read.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("the kernel has no tracepoint {category}:{name} (no events/{category}/{name} under tracefs)")]
+    NoTracepoint { category: String, name: String },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tracepoint {event} has no record field {field} (its format changed in this kernel)")]
+    NoField { event: String, field: String },
+    #[error(
+        "tracepoint {event} record field {field} is {size} bytes where the probe reads {reads}"
+    )]
+    FieldSize {
+        event: String,
+        field: String,
+        size: u32,
+        reads: u32,
+    },
+}
+
 /// Where tracefs is mounted, newest location first.
 pub const TRACEFS: &[&str] = &["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
@@ -64,18 +88,22 @@ impl Layout {
     }
 
     /// Offset of `name`, which the programs read as `size` bytes.
-    pub fn offset(&self, name: &str, size: u32) -> Result<u32, String> {
-        let field = self.fields.iter().find(|f| f.name == name).ok_or_else(|| {
-            format!(
-                "tracepoint {} has no record field {name} (its format changed in this kernel)",
-                self.event
-            )
-        })?;
+    pub fn offset(&self, name: &str, size: u32) -> Result<u32, LayoutError> {
+        let field =
+            self.fields
+                .iter()
+                .find(|f| f.name == name)
+                .ok_or_else(|| LayoutError::NoField {
+                    event: self.event.clone(),
+                    field: name.to_string(),
+                })?;
         if field.size != size {
-            return Err(format!(
-                "tracepoint {} record field {name} is {} bytes where the probe reads {size}",
-                self.event, field.size
-            ));
+            return Err(LayoutError::FieldSize {
+                event: self.event.clone(),
+                field: name.to_string(),
+                size: field.size,
+                reads: size,
+            });
         }
         Ok(field.offset)
     }
@@ -89,16 +117,16 @@ pub fn event_dir(roots: &[PathBuf], category: &str, name: &str) -> Option<PathBu
         .find(|dir| dir.exists())
 }
 
-/// The layout of `category:name`, or a sentence saying what is missing.
-fn layout(roots: &[PathBuf], category: &str, name: &str) -> Result<Layout, String> {
-    let event = format!("{category}:{name}");
-    let dir = event_dir(roots, category, name).ok_or_else(|| {
-        format!("the kernel has no tracepoint {event} (no events/{category}/{name} under tracefs)")
+/// The layout of `category:name`, or what is missing.
+fn layout(roots: &[PathBuf], category: &str, name: &str) -> Result<Layout, LayoutError> {
+    let dir = event_dir(roots, category, name).ok_or_else(|| LayoutError::NoTracepoint {
+        category: category.to_string(),
+        name: name.to_string(),
     })?;
     let path = dir.join("format");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(Layout::new(&event, &text))
+    let text =
+        std::fs::read_to_string(&path).map_err(|source| LayoutError::Read { path, source })?;
+    Ok(Layout::new(&format!("{category}:{name}"), &text))
 }
 
 /// What the programs a backend attaches read from records.
@@ -113,7 +141,7 @@ pub struct Needs {
 
 /// Record offsets for the programs `needs` names, plus `cgroup:cgroup_mkdir`, which every
 /// backend attaches.
-pub fn record_fields(roots: &[PathBuf], needs: Needs) -> Result<RecordFields, String> {
+pub fn record_fields(roots: &[PathBuf], needs: Needs) -> Result<RecordFields, LayoutError> {
     let mut fields = RecordFields::default();
     let mkdir = layout(roots, "cgroup", "cgroup_mkdir")?;
     fields.mkdir_root = mkdir.offset("root", 4)?;
@@ -242,14 +270,26 @@ print fmt: \"root=%d id=%llu level=%d path=%s\", REC->root, REC->id, REC->level,
             opens: false,
         };
         let err = record_fields(&roots, none).unwrap_err();
+        assert!(matches!(err, LayoutError::NoField { .. }), "{err:?}");
         assert_eq!(
-            err,
+            err.to_string(),
             "tracepoint cgroup:cgroup_mkdir has no record field id (its format changed in this kernel)"
         );
         let tracefs = fake_tracefs(&CGROUP_MKDIR.replace("offset:8;\tsize:4", "offset:8;\tsize:8"));
         let err = record_fields(&[tracefs.path().to_path_buf()], none).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LayoutError::FieldSize {
+                    size: 8,
+                    reads: 4,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert_eq!(
-            err,
+            err.to_string(),
             "tracepoint cgroup:cgroup_mkdir record field root is 8 bytes where the probe reads 4"
         );
         let tracefs = fake_tracefs(CGROUP_MKDIR);
@@ -261,8 +301,9 @@ print fmt: \"root=%d id=%llu level=%d path=%s\", REC->root, REC->id, REC->level,
             },
         )
         .unwrap_err();
+        assert!(matches!(err, LayoutError::NoTracepoint { .. }), "{err:?}");
         assert_eq!(
-            err,
+            err.to_string(),
             "the kernel has no tracepoint sock:sk_data_ready (no events/sock/sk_data_ready under tracefs)"
         );
     }

@@ -9,10 +9,12 @@
 //! - attribution: `cgroup:cgroup_mkdir`.
 use std::path::Path;
 
-use anyhow::anyhow;
-use aya::{programs::TracePoint, Ebpf};
+use aya::{
+    programs::{Program, ProgramError, TracePoint},
+    Ebpf,
+};
 
-use super::tracefs::TRACEFS;
+use super::{tracefs::TRACEFS, LoadError};
 
 fn tracepoint_exists(category: &str, name: &str) -> bool {
     TRACEFS.iter().any(|root| {
@@ -25,24 +27,22 @@ fn tracepoint_exists(category: &str, name: &str) -> bool {
 }
 
 /// The backend needs the `sock:sk_data_ready` tracepoint (Linux 6.6+).
-pub fn available() -> Result<(), String> {
+pub fn available() -> Result<(), LoadError> {
     if !TRACEFS
         .iter()
         .any(|root| Path::new(root).join("events").exists())
     {
-        return Err("tracefs is not mounted (mount -t tracefs none /sys/kernel/tracing)".into());
+        return Err(LoadError::NoTracefs);
     }
     if !tracepoint_exists("sock", "sk_data_ready") {
-        return Err(
-            "the kernel has no sock:sk_data_ready tracepoint (needs Linux 6.6 or newer)".into(),
-        );
+        return Err(LoadError::NoDataReadyTracepoint);
     }
     Ok(())
 }
 
 /// Attaches the tracepoint programs: connect detection, attribution, and (opt-in) opens.
-pub fn attach(ebpf: &mut Ebpf, detect_open: bool) -> anyhow::Result<()> {
-    available().map_err(anyhow::Error::msg)?;
+pub fn attach(ebpf: &mut Ebpf, detect_open: bool) -> Result<(), LoadError> {
+    available()?;
     attach_tracepoint(ebpf, "sk_data_ready", "sock", "sk_data_ready")?;
     attach_tracepoint(ebpf, "cgroup_mkdir", "cgroup", "cgroup_mkdir")?;
     if detect_open {
@@ -66,17 +66,36 @@ pub fn attach(ebpf: &mut Ebpf, detect_open: bool) -> anyhow::Result<()> {
 
 pub fn attach_tracepoint(
     ebpf: &mut Ebpf,
-    program: &str,
+    program: &'static str,
     category: &str,
     name: &str,
-) -> anyhow::Result<()> {
-    let prog: &mut TracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| anyhow!("the eBPF object has no program {program}"))?
-        .try_into()?;
-    prog.load()
-        .map_err(|e| anyhow!("the kernel refused program {program}: {e}"))?;
-    prog.attach(category, name)
-        .map_err(|e| anyhow!("attaching {program} to tracepoint {category}:{name} failed: {e}"))?;
+) -> Result<(), LoadError> {
+    let prog: &mut TracePoint = program_as(ebpf, program)?;
+    prog.load().map_err(|e| LoadError::Refused {
+        hook: "tracepoint",
+        program,
+        source: Box::new(e),
+    })?;
+    prog.attach(category, name).map_err(|e| LoadError::Attach {
+        program,
+        target: format!("tracepoint {category}:{name}"),
+        source: Box::new(e),
+    })?;
     Ok(())
+}
+
+/// Program `name` of the object, as the program type its backend attaches.
+pub(super) fn program_as<'a, P>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut P, LoadError>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| LoadError::missing("program", name))?;
+    program
+        .try_into()
+        .map_err(|e| LoadError::mismatch("program", name, e))
 }
