@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# No module imports one above it in the data flow (ARCHITECTURE.md, "Layers").
+python3 scripts/check-layers.py --self-test
+python3 scripts/check-layers.py
 cargo test --workspace --exclude probe-ebpf --locked -- --skip debian_vm
 # lsm and fentry backends in a VM booting Debian's kernel; prints kernel version and overhead
 cargo test -p probe --test vm_backends --locked -- --nocapture

@@ -1,14 +1,18 @@
 //! What every reconcile shares: the API client, the Event publisher, metrics, the probe
-//! settings, and the caches (reflector stores) of policies, findings and the probe
-//! DaemonSet.
+//! settings, the caches (reflector stores) of policies, findings and the probe DaemonSet,
+//! and how a failed reconcile is retried.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use api::{DockerAbuseFinding, DockerSocketPolicy};
 use k8s_openapi::{api::apps::v1::DaemonSet, jiff::Timestamp};
-use kube::{runtime::reflector::Store, Client};
+use kube::{
+    runtime::{controller::Action, reflector::Store},
+    Client,
+};
 
 use crate::{daemonset::ProbeSettings, events::EventPublisher, metrics::Metrics};
 
@@ -49,6 +53,22 @@ pub struct Context {
 pub enum Error {
     #[error("Kubernetes API call failed: {0}")]
     Kube(#[from] kube::Error),
+}
+
+/// Transient errors (conflicts, throttling, server errors, timeouts) retry soon; the rest
+/// later. Nothing is fatal. Shared by both controllers.
+pub fn retry_after(controller: &str, error: &Error, ctx: &Context) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[controller, &error.kind()])
+        .inc();
+    tracing::warn!(controller, %error, "reconcile failed; will retry");
+    match error {
+        Error::Kube(kube::Error::Api(s)) if s.code == 409 || s.code == 429 || s.code >= 500 => {
+            Action::requeue(Duration::from_secs(2))
+        }
+        _ => Action::requeue(Duration::from_secs(30)),
+    }
 }
 
 impl Error {

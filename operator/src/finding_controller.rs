@@ -24,9 +24,8 @@ use kube::{
 };
 
 use crate::{
-    context::{Context, Error, EventTarget},
+    context::{retry_after, Context, Error, EventTarget},
     events::{event_name, NewEvent},
-    policy_controller::retry_after,
     retention::{count, evicted, expires_at, seen_at, ttl_secs},
 };
 

@@ -26,7 +26,7 @@ use serde_json::json;
 
 use crate::{
     conditions::condition,
-    context::{Context, Error, MANAGER},
+    context::{retry_after, Context, Error, MANAGER},
     daemonset::NAME,
     events::{event_name, NewEvent},
     retention::{count, seen_at},
@@ -294,22 +294,6 @@ async fn patch_status(
     )
     .await?;
     Ok(())
-}
-
-/// Transient errors (conflicts, throttling, server errors, timeouts) retry soon; the rest
-/// later. Nothing is fatal.
-pub fn retry_after(controller: &str, error: &Error, ctx: &Context) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&[controller, &error.kind()])
-        .inc();
-    tracing::warn!(controller, %error, "reconcile failed; will retry");
-    match error {
-        Error::Kube(kube::Error::Api(s)) if s.code == 409 || s.code == 429 || s.code >= 500 => {
-            Action::requeue(Duration::from_secs(2))
-        }
-        _ => Action::requeue(Duration::from_secs(30)),
-    }
 }
 
 pub fn error_policy(_policy: Arc<DockerSocketPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
