@@ -62,8 +62,8 @@ use runtime::{admin, status::Status};
     about = "Runs sockwarden in a Kubernetes cluster"
 )]
 struct Cli {
-    #[arg(long, value_enum, default_value = "text", global = true)]
-    log_format: runtime::logging::LogFormat,
+    #[command(flatten)]
+    log: runtime::logging::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -159,7 +159,7 @@ struct RunArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    runtime::logging::init(cli.log_format);
+    cli.log.init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -2,6 +2,7 @@
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use runtime::admin::registered;
 
 pub struct Metrics {
     pub registry: Registry,
@@ -17,52 +18,64 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new();
-        let reconciles = IntCounterVec::new(
-            Opts::new(
-                "sockwarden_operator_reconciles_total",
-                "Reconciles run, by controller",
-            ),
-            &["controller"],
+        let reconciles = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "sockwarden_operator_reconciles_total",
+                    "Reconciles run, by controller",
+                ),
+                &["controller"],
+            )?,
         )?;
-        let reconcile_errors = IntCounterVec::new(
-            Opts::new(
-                "sockwarden_operator_reconcile_errors_total",
-                "Reconciles that failed, by controller and error",
-            ),
-            &["controller", "error"],
+        let reconcile_errors = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "sockwarden_operator_reconcile_errors_total",
+                    "Reconciles that failed, by controller and error",
+                ),
+                &["controller", "error"],
+            )?,
         )?;
-        let reconcile_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "sockwarden_operator_reconcile_duration_seconds",
-                "Reconcile duration",
-            )
-            .buckets(vec![0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
-            &["controller"],
+        let reconcile_duration = registered(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "sockwarden_operator_reconcile_duration_seconds",
+                    "Reconcile duration",
+                )
+                .buckets(vec![0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+                &["controller"],
+            )?,
         )?;
-        let findings = IntGaugeVec::new(
-            Opts::new(
-                "sockwarden_operator_findings",
-                "Findings (sum of counts) by namespace, operation and action",
-            ),
-            &["namespace", "operation", "action"],
+        let findings = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "sockwarden_operator_findings",
+                    "Findings (sum of counts) by namespace, operation and action",
+                ),
+                &["namespace", "operation", "action"],
+            )?,
         )?;
-        let findings_deleted = IntCounterVec::new(
-            Opts::new(
-                "sockwarden_operator_findings_deleted_total",
-                "Findings deleted, by reason (ttl, limit)",
-            ),
-            &["reason"],
+        let findings_deleted = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "sockwarden_operator_findings_deleted_total",
+                    "Findings deleted, by reason (ttl, limit)",
+                ),
+                &["reason"],
+            )?,
         )?;
-        let leader = IntGauge::new(
-            "sockwarden_operator_leader",
-            "1 while this replica holds the leader lease",
+        let leader = registered(
+            &registry,
+            IntGauge::new(
+                "sockwarden_operator_leader",
+                "1 while this replica holds the leader lease",
+            )?,
         )?;
-        registry.register(Box::new(reconciles.clone()))?;
-        registry.register(Box::new(reconcile_errors.clone()))?;
-        registry.register(Box::new(reconcile_duration.clone()))?;
-        registry.register(Box::new(findings.clone()))?;
-        registry.register(Box::new(findings_deleted.clone()))?;
-        registry.register(Box::new(leader.clone()))?;
         Ok(Self {
             registry,
             reconciles,

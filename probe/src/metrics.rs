@@ -7,6 +7,7 @@ use prometheus::{
     GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
+use runtime::admin::registered;
 
 pub struct Metrics {
     pub registry: Registry,
@@ -81,189 +82,226 @@ const RINGS: [&str; 2] = ["connects", "events"];
 impl Metrics {
     pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new();
-        let events = IntCounterVec::new(
-            Opts::new(
-                "sockwarden_probe_events_total",
-                "Kernel events on watched sockets, by operation and runtime",
-            ),
-            &["operation", "runtime"],
+        let events = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "sockwarden_probe_events_total",
+                    "Kernel events on watched sockets, by operation and runtime",
+                ),
+                &["operation", "runtime"],
+            )?,
         )?;
-        let findings = IntCounterVec::new(
-            Opts::new(
-                "sockwarden_probe_findings_total",
-                "Findings reported, by namespace, pod, operation, runtime and action",
-            ),
-            &["namespace", "pod", "operation", "runtime", "action"],
+        let findings = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "sockwarden_probe_findings_total",
+                    "Findings reported, by namespace, pod, operation, runtime and action",
+                ),
+                &["namespace", "pod", "operation", "runtime", "action"],
+            )?,
         )?;
-        let finding_last_seen = GaugeVec::new(
+        let finding_last_seen = registered(&registry, GaugeVec::new(
             Opts::new(
                 "sockwarden_probe_finding_last_seen_timestamp_seconds",
                 "Unix time of the latest finding, by namespace, pod, operation, runtime and action",
             ),
             &["namespace", "pod", "operation", "runtime", "action"],
-        )?;
-        let ringbuf_drops = IntCounterVec::new(
-            Opts::new(
-                "sockwarden_probe_ringbuf_drops_total",
-                "Events lost because a kernel ring buffer was full, by ring (connects, events)",
-            ),
-            &["ring"],
+        )?)?;
+        let ringbuf_drops = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "sockwarden_probe_ringbuf_drops_total",
+                    "Events lost because a kernel ring buffer was full, by ring (connects, events)",
+                ),
+                &["ring"],
+            )?,
         )?;
         // Both series exist from the start, at 0: "nothing lost" is visible, not absent.
         for ring in RINGS {
             let _ = ringbuf_drops.with_label_values(&[ring]);
         }
-        let opens_rate_limited = IntCounter::new(
-            "sockwarden_probe_opens_rate_limited_total",
-            "Opens failing with ENXIO not queued because their cgroup exceeded its rate",
+        let opens_rate_limited = registered(
+            &registry,
+            IntCounter::new(
+                "sockwarden_probe_opens_rate_limited_total",
+                "Opens failing with ENXIO not queued because their cgroup exceeded its rate",
+            )?,
         )?;
-        registry.register(Box::new(opens_rate_limited.clone()))?;
-        let decode_errors = IntCounter::new(
-            "sockwarden_probe_decode_errors_total",
-            "Ring-buffer records that could not be decoded",
+        let decode_errors = registered(
+            &registry,
+            IntCounter::new(
+                "sockwarden_probe_decode_errors_total",
+                "Ring-buffer records that could not be decoded",
+            )?,
         )?;
-        let open_unresolved = IntCounter::new(
-            "sockwarden_probe_open_unresolved_total",
-            "Opens failing with ENXIO whose target could not be resolved (caller gone)",
+        let open_unresolved = registered(
+            &registry,
+            IntCounter::new(
+                "sockwarden_probe_open_unresolved_total",
+                "Opens failing with ENXIO whose target could not be resolved (caller gone)",
+            )?,
         )?;
-        let sockets_armed = IntGauge::new(
-            "sockwarden_probe_sockets_armed",
-            "Runtime sockets currently watched",
+        let sockets_armed = registered(
+            &registry,
+            IntGauge::new(
+                "sockwarden_probe_sockets_armed",
+                "Runtime sockets currently watched",
+            )?,
         )?;
-        let backend_info = IntGaugeVec::new(
-            Opts::new(
-                "sockwarden_probe_backend_info",
-                "Attach backend in use (value 1)",
-            ),
-            &["backend"],
+        let backend_info = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "sockwarden_probe_backend_info",
+                    "Attach backend in use (value 1)",
+                ),
+                &["backend"],
+            )?,
         )?;
-        let detection_latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "sockwarden_probe_detection_latency_seconds",
-                "Time from the kernel hook to the finding being written",
-            )
-            .buckets(vec![
-                0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
-            ]),
+        let detection_latency = registered(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "sockwarden_probe_detection_latency_seconds",
+                    "Time from the kernel hook to the finding being written",
+                )
+                .buckets(vec![
+                    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+                ]),
+            )?,
         )?;
-        let program_runs = IntGaugeVec::new(
+        let program_runs = registered(&registry, IntGaugeVec::new(
             Opts::new("sockwarden_probe_program_runs", "Runs of each eBPF program (kernel BPF statistics; needs kernel.bpf_stats_enabled=1)"),
             &["program"],
-        )?;
-        let program_run_seconds = GaugeVec::new(
+        )?)?;
+        let program_run_seconds = registered(&registry, GaugeVec::new(
             Opts::new("sockwarden_probe_program_run_seconds", "Total run time of each eBPF program (kernel BPF statistics; needs kernel.bpf_stats_enabled=1)"),
             &["program"],
+        )?)?;
+        let api_write_errors = registered(
+            &registry,
+            IntCounter::new(
+                "sockwarden_probe_api_write_errors_total",
+                "Failed writes of findings to the API server (retried)",
+            )?,
         )?;
-        registry.register(Box::new(program_runs.clone()))?;
-        registry.register(Box::new(program_run_seconds.clone()))?;
-        let api_write_errors = IntCounter::new(
-            "sockwarden_probe_api_write_errors_total",
-            "Failed writes of findings to the API server (retried)",
+        let write_queue_depth = registered(
+            &registry,
+            IntGauge::new(
+                "sockwarden_probe_write_queue_depth",
+                "Finding keys with increments waiting to be written",
+            )?,
         )?;
-        let write_queue_depth = IntGauge::new(
-            "sockwarden_probe_write_queue_depth",
-            "Finding keys with increments waiting to be written",
+        let pending_increments = registered(
+            &registry,
+            IntGauge::new(
+                "sockwarden_probe_pending_increments",
+                "Finding increments waiting to be written",
+            )?,
         )?;
-        let pending_increments = IntGauge::new(
-            "sockwarden_probe_pending_increments",
-            "Finding increments waiting to be written",
+        let enrichment_misses = registered(
+            &registry,
+            IntCounter::new(
+                "sockwarden_probe_enrichment_misses_total",
+                "Findings whose pod could not be identified",
+            )?,
         )?;
-        let enrichment_misses = IntCounter::new(
-            "sockwarden_probe_enrichment_misses_total",
-            "Findings whose pod could not be identified",
+        let findings_dropped = registered(
+            &registry,
+            IntCounter::new(
+                "sockwarden_probe_findings_dropped_total",
+                "Findings lost to a full queue or the key bound",
+            )?,
         )?;
-        let findings_dropped = IntCounter::new(
-            "sockwarden_probe_findings_dropped_total",
-            "Findings lost to a full queue or the key bound",
+        let exempt = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "sockwarden_probe_exempt_total",
+                    "Findings not reported because a policy exempts them",
+                ),
+                &["policy"],
+            )?,
         )?;
-        let exempt = IntCounterVec::new(
-            Opts::new(
-                "sockwarden_probe_exempt_total",
-                "Findings not reported because a policy exempts them",
-            ),
-            &["policy"],
+        let finding_keys_capped = registered(
+            &registry,
+            IntCounter::new(
+                "sockwarden_probe_finding_keys_capped_total",
+                "New finding keys refused because their container already holds its maximum",
+            )?,
         )?;
-        let finding_keys_capped = IntCounter::new(
-            "sockwarden_probe_finding_keys_capped_total",
-            "New finding keys refused because their container already holds its maximum",
-        )?;
-        registry.register(Box::new(finding_keys_capped.clone()))?;
-        let policies_invalid = IntGauge::new(
+        let policies_invalid = registered(&registry, IntGauge::new(
             "sockwarden_probe_policies_invalid",
             "Policies not applied: not accepted by the operator for their current generation, or invalid",
+        )?)?;
+        let pods_out_of_scope = registered(
+            &registry,
+            IntGauge::new(
+                "sockwarden_probe_pods_out_of_scope",
+                "Pods on this node that no applied policy selects",
+            )?,
         )?;
-        let pods_out_of_scope = IntGauge::new(
-            "sockwarden_probe_pods_out_of_scope",
-            "Pods on this node that no applied policy selects",
+        let out_of_scope = registered(
+            &registry,
+            IntCounter::new(
+                "sockwarden_probe_out_of_scope_total",
+                "Findings not reported because no applied policy selects the pod",
+            )?,
         )?;
-        let out_of_scope = IntCounter::new(
-            "sockwarden_probe_out_of_scope_total",
-            "Findings not reported because no applied policy selects the pod",
+        let self_test_last_success = registered(
+            &registry,
+            IntGauge::new(
+                "sockwarden_probe_self_test_last_success_timestamp_seconds",
+                "Unix time of the last self-test connect to the canary socket the backend reported",
+            )?,
         )?;
-        let self_test_last_success = IntGauge::new(
-            "sockwarden_probe_self_test_last_success_timestamp_seconds",
-            "Unix time of the last self-test connect to the canary socket the backend reported",
+        let self_test_failures = registered(
+            &registry,
+            IntCounter::new(
+                "sockwarden_probe_self_test_failures_total",
+                "Self-test connects to the canary socket that never came back as an event",
+            )?,
         )?;
-        let self_test_failures = IntCounter::new(
-            "sockwarden_probe_self_test_failures_total",
-            "Self-test connects to the canary socket that never came back as an event",
+        let output_sent_total = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "sockwarden_probe_output_sent_total",
+                    "Findings an output delivered, by output",
+                ),
+                &["output"],
+            )?,
         )?;
-        registry.register(Box::new(self_test_last_success.clone()))?;
-        registry.register(Box::new(self_test_failures.clone()))?;
-        registry.register(Box::new(policies_invalid.clone()))?;
-        registry.register(Box::new(pods_out_of_scope.clone()))?;
-        for m in [
-            &api_write_errors,
-            &enrichment_misses,
-            &findings_dropped,
-            &out_of_scope,
-        ] {
-            registry.register(Box::new(m.clone()))?;
-        }
-        registry.register(Box::new(write_queue_depth.clone()))?;
-        registry.register(Box::new(pending_increments.clone()))?;
-        registry.register(Box::new(exempt.clone()))?;
-        registry.register(Box::new(events.clone()))?;
-        registry.register(Box::new(findings.clone()))?;
-        registry.register(Box::new(finding_last_seen.clone()))?;
-        registry.register(Box::new(ringbuf_drops.clone()))?;
-        registry.register(Box::new(decode_errors.clone()))?;
-        registry.register(Box::new(open_unresolved.clone()))?;
-        registry.register(Box::new(sockets_armed.clone()))?;
-        registry.register(Box::new(backend_info.clone()))?;
-        registry.register(Box::new(detection_latency.clone()))?;
-        let output_sent_total = IntCounterVec::new(
-            Opts::new(
-                "sockwarden_probe_output_sent_total",
-                "Findings an output delivered, by output",
-            ),
-            &["output"],
-        )?;
-        let output_dropped_total = IntCounterVec::new(
+        let output_dropped_total = registered(&registry, IntCounterVec::new(
             Opts::new(
                 "sockwarden_probe_output_dropped_total",
                 "Findings an output lost, by output and reason (queue_full, retries_exhausted, rejected, shutdown)",
             ),
             &["output", "reason"],
+        )?)?;
+        let output_retries_total = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "sockwarden_probe_output_retries_total",
+                    "Failed attempts to deliver a finding that an output retried, by output",
+                ),
+                &["output"],
+            )?,
         )?;
-        let output_retries_total = IntCounterVec::new(
-            Opts::new(
-                "sockwarden_probe_output_retries_total",
-                "Failed attempts to deliver a finding that an output retried, by output",
-            ),
-            &["output"],
+        let output_queue = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "sockwarden_probe_output_queue_depth",
+                    "Findings waiting in an output's queue, by output",
+                ),
+                &["output"],
+            )?,
         )?;
-        let output_queue = IntGaugeVec::new(
-            Opts::new(
-                "sockwarden_probe_output_queue_depth",
-                "Findings waiting in an output's queue, by output",
-            ),
-            &["output"],
-        )?;
-        registry.register(Box::new(output_sent_total.clone()))?;
-        registry.register(Box::new(output_dropped_total.clone()))?;
-        registry.register(Box::new(output_retries_total.clone()))?;
-        registry.register(Box::new(output_queue.clone()))?;
         Ok(Self {
             registry,
             events,

@@ -37,6 +37,16 @@ pub fn serve(
     })
 }
 
+/// Registers `metric` in `registry` and hands it back: a metric is made and registered in
+/// one expression, so none is made and forgotten.
+pub fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> prometheus::Result<M> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
 /// Every metric in `registry`, in the text exposition format.
 pub fn render(registry: &Registry) -> String {
     let mut out = Vec::new();

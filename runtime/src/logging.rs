@@ -1,10 +1,25 @@
 //! Logs on stderr, as text or JSON lines; `RUST_LOG` filters, `info` by default.
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// The logging flags every sockwarden command takes (`#[command(flatten)]`).
+#[derive(Args, Debug)]
+pub struct LogArgs {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+impl LogArgs {
+    /// Installs the global subscriber these flags ask for.
+    pub fn init(&self) {
+        init(self.log_format)
+    }
 }
 
 /// Installs the global subscriber; colours only when stderr is a terminal.
