@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use probe::run;
-use runtime::logging::{self, LogFormat};
+use runtime::logging::LogArgs;
 
 #[derive(Parser)]
 #[command(
@@ -12,9 +12,8 @@ use runtime::logging::{self, LogFormat};
     about = "Detects container-runtime socket abuse from containers (TRC-1019 and beyond)"
 )]
 struct Cli {
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value = "text", global = true)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,7 +57,7 @@ fn check_fmod_ret(btf: &std::path::Path) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    cli.log.init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
