@@ -143,7 +143,12 @@ pub struct KernelOffsets {
     pub task_group_leader: u32,
     /// `task_struct.start_boottime` (0: unknown, the start time is not read)
     pub task_start_boottime: u32,
-    pub _pad: u32,
+    /// `task_struct.stack`, on kernels without the `bpf_task_pt_regs` helper (before 5.15);
+    /// 0 where the helper exists and the programs use it.
+    pub task_stack: u32,
+    /// Where the syscall's saved registers sit from the base of the task's kernel stack
+    /// (THREAD_SIZE minus `sizeof(struct pt_regs)`); used only with `task_stack`.
+    pub stack_pt_regs: u32,
 }
 
 /// Load-time settings written into `.rodata`.
@@ -256,7 +261,7 @@ const _: () =
 
 assert_layout!(WatchedKey, size = 16, align = 8, { dev: 0, ino: 8 });
 
-assert_layout!(KernelOffsets, size = 92, align = 4, {
+assert_layout!(KernelOffsets, size = 96, align = 4, {
     sock_state: 0,
     unix_sock_path_dentry: 4,
     dentry_inode: 8,
@@ -279,7 +284,8 @@ assert_layout!(KernelOffsets, size = 92, align = 4, {
     socket_sk: 76,
     task_group_leader: 80,
     task_start_boottime: 84,
-    _pad: 88,
+    task_stack: 88,
+    stack_pt_regs: 92,
 });
 
 assert_layout!(ProbeConfig, size = 16, align = 4, {

@@ -194,7 +194,19 @@ fn requested_path(event: *mut Event, connect: bool) {
     if nr_offset == 0 {
         return;
     }
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let stack_offset = rodata!(OFFSETS.task_stack);
+    let regs = if stack_offset == 0 {
+        (unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) }) as u64
+    } else {
+        // Before bpf_task_pt_regs (5.15): the registers sit at the top of the task's kernel
+        // stack. The verifier explores only this branch there (the offset is a constant of
+        // frozen .rodata), so the helpers it lacks are never checked.
+        let task = unsafe { bpf_get_current_task() };
+        match read::<u64>(task, stack_offset) {
+            Some(stack) if stack != 0 => stack + rodata!(OFFSETS.stack_pt_regs) as u64,
+            _ => return,
+        }
+    };
     let nr = read::<u64>(regs, nr_offset).unwrap_or(u64::MAX) as u32;
     if connect {
         if nr == rodata!(CONFIG.connect_syscall_nr) {

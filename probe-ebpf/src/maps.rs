@@ -38,7 +38,8 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     socket_sk: 0,
     task_group_leader: 0,
     task_start_boottime: 0,
-    _pad: 0,
+    task_stack: 0,
+    stack_pt_regs: 0,
 };
 
 #[no_mangle]

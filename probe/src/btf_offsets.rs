@@ -113,7 +113,15 @@ impl KernelBtf {
 
     /// Every offset the `tracepoint` backend needs.
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, OffsetError> {
-        let (regs_syscall_nr, regs_arg1, regs_arg2) = self.syscall_regs();
+        let (mut regs_syscall_nr, regs_arg1, regs_arg2) = self.syscall_regs();
+        let (task_stack, stack_pt_regs) = match self.regs_on_stack() {
+            Some(found) => found,
+            None => {
+                // Neither the helper nor a known stack layout: no requested-path capture.
+                regs_syscall_nr = 0;
+                (0, 0)
+            }
+        };
         Ok(KernelOffsets {
             sock_state: self.offset("sock", "__sk_common.skc_state")?,
             unix_sock_path_dentry: self.offset("unix_sock", "path.dentry")?,
@@ -142,8 +150,47 @@ impl KernelBtf {
                 .offset("task_struct", "start_boottime")
                 .or_else(|_| self.offset("task_struct", "real_start_time"))
                 .unwrap_or(0),
-            _pad: 0,
+            task_stack,
+            stack_pt_regs,
         })
+    }
+
+    /// Whether this kernel knows BPF helper `BPF_FUNC_<name>` (its `enum bpf_func_id`).
+    pub fn has_helper(&self, name: &str) -> bool {
+        let wanted = format!("BPF_FUNC_{name}");
+        self.btf
+            .resolve_types_by_name("bpf_func_id")
+            .unwrap_or_default()
+            .iter()
+            .any(|t| match t {
+                Type::Enum(e) => e
+                    .members
+                    .iter()
+                    .any(|m| self.btf.resolve_name(m).is_ok_and(|n| n == wanted)),
+                _ => false,
+            })
+    }
+
+    /// How the programs find the syscall's saved registers: `(0, 0)` where the kernel has
+    /// `bpf_task_pt_regs` (5.15+); before it, `(task_struct.stack, THREAD_SIZE - sizeof(pt_regs))`
+    /// — on x86-64 and arm64 the registers sit at the top of the task's kernel stack, which is
+    /// 16 KiB, twice that with KASAN (seen in BTF as `kasan_report`). `None` where neither
+    /// is known.
+    fn regs_on_stack(&self) -> Option<(u32, u32)> {
+        if self.has_helper("task_pt_regs") {
+            return Some((0, 0));
+        }
+        if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+            return None;
+        }
+        let stack = self.offset("task_struct", "stack").ok()?;
+        let regs_size = self.find_struct("pt_regs").ok()?.size() as u32;
+        let kasan = self
+            .btf
+            .resolve_ids_by_name("kasan_report")
+            .is_ok_and(|ids| !ids.is_empty());
+        let thread_size: u32 = if kasan { 32 * 1024 } else { 16 * 1024 };
+        Some((stack, thread_size - regs_size))
     }
 
     /// Where `pt_regs` keeps the syscall number and first two arguments; zeros where
@@ -212,6 +259,28 @@ mod tests {
             assert_eq!(offsets.regs_arg2, 13 * 8);
             assert_eq!(offsets.regs_syscall_nr, 15 * 8);
             assert_eq!(offsets.regs_arg1, 14 * 8);
+        }
+    }
+
+    #[test]
+    fn the_registers_come_from_the_helper_where_the_kernel_has_it_else_from_the_stack() {
+        let Some(btf) = vmlinux() else { return };
+        assert!(
+            btf.has_helper("get_current_cgroup_id"),
+            "every BTF kernel has it"
+        );
+        assert!(!btf.has_helper("no_such_helper"));
+        let offsets = btf.kernel_offsets().unwrap();
+        if btf.has_helper("task_pt_regs") {
+            assert_eq!((offsets.task_stack, offsets.stack_pt_regs), (0, 0));
+        } else {
+            assert!(offsets.task_stack > 0, "{offsets:?}");
+        }
+        // What the fallback would compute here, against the kernel's own layout.
+        if cfg!(target_arch = "x86_64") {
+            let regs = btf.find_struct("pt_regs").unwrap().size() as u32;
+            assert_eq!(regs, 21 * 8, "x86-64 pt_regs: 21 registers");
+            assert!(btf.offset("task_struct", "stack").unwrap() > 0);
         }
     }
 
