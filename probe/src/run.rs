@@ -339,6 +339,7 @@ fn attach(
     options: &backend::LoadOptions,
     canary: Option<&Canary>,
 ) -> anyhow::Result<(Backend, backend::Rings, Option<String>, BackendKind)> {
+    backend::log_kernel_facts();
     let forced = args.backend != BackendRequest::Auto;
     // What actually loads and then sees decides, not what the kernel's configuration claims.
     let ((backend, rings, blind), kind, reason) = backend::select(args.backend, |kind| {

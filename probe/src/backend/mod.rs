@@ -120,6 +120,35 @@ pub fn select<T, E: StdError + 'static>(
     Err(SelectError::NoneRuns { refused })
 }
 
+/// What the backend choice rests on, logged at start so a node's choice can be explained
+/// from its log alone.
+pub fn log_kernel_facts() {
+    // SAFETY: uname fills the struct it is given.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    let (release, machine) = if unsafe { libc::uname(&mut uts) } == 0 {
+        let field = |f: &[libc::c_char]| {
+            // SAFETY: uname NUL-terminates each field within its array.
+            unsafe { std::ffi::CStr::from_ptr(f.as_ptr()) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        (field(&uts.release), field(&uts.machine))
+    } else {
+        ("unknown".into(), "unknown".into())
+    };
+    let lsm = std::fs::read_to_string("/sys/kernel/security/lsm")
+        .map(|l| l.trim().to_string())
+        .unwrap_or_else(|_| "unreadable (securityfs not mounted)".into());
+    tracing::info!(
+        kernel = %release,
+        arch = %machine,
+        btf = std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+        active_lsms = %lsm,
+        sk_data_ready_tracepoint = tracepoint::available().is_ok(),
+        "kernel facts the backend choice rests on"
+    );
+}
+
 pub struct LoadOptions {
     pub offsets: KernelOffsets,
     pub config: ProbeConfig,
@@ -161,6 +190,10 @@ impl Backend {
     /// is detached again (the object is dropped).
     pub fn load(kind: BackendKind, opts: &LoadOptions) -> Result<Self, LoadError> {
         let tracepoint = kind == BackendKind::Tracepoint;
+        if tracepoint {
+            // Before reading record layouts, so a kernel without it hears why in one clause.
+            tracepoint::available()?;
+        }
         let needs = tracefs::Needs {
             data_ready: tracepoint,
             opens: tracepoint && opts.detect_open,
