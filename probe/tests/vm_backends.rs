@@ -1,7 +1,10 @@
-//! The `lsm` and `fentry` backends on a real distribution kernel: Debian's
-//! `linux-image-cloud-amd64` (BPF LSM, trampolines, BTF), booted under qemu (TCG) with an
-//! initramfs holding busybox, the probe and the static test client. The scenarios run inside
-//! the VM (`tests/vm/scenarios.sh`) and report on the serial console.
+//! Every backend on the kernels users run: Debian's cloud kernels 5.10 (bullseye), 6.1
+//! (bookworm) and 6.12 (trixie) for amd64, downloaded once (`tests/vm/fetch-kernel.sh`) and
+//! booted under qemu (TCG) with an initramfs holding busybox, the probe and the static test
+//! client. Each kernel boots twice, with `bpf` in its own `lsm=` list and without it; in each
+//! cell (`tests/vm/matrix.sh`) every backend is forced in turn and either runs every
+//! scenario or says why it cannot, auto picks the best and sees, and each hook's cost is
+//! read from the kernel's BPF statistics. Results come back on the serial console.
 mod common;
 
 use std::{
@@ -24,28 +27,73 @@ fn ok(script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Debian's cloud kernel, downloaded once into target/vm.
-fn kernel(cache: &Path) -> PathBuf {
-    std::fs::create_dir_all(cache).unwrap();
-    let existing = || {
-        std::fs::read_dir(cache.join("x/boot"))
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-            })
-    };
-    if let Some(k) = existing() {
-        return k;
+/// Where downloaded kernels are kept between runs: outside the clone, so a fresh clone on
+/// the same machine (CI) does not download them again.
+fn cache_dir() -> PathBuf {
+    std::env::var_os("SOCKWARDEN_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/sockwarden"))
+        .join("vm")
+}
+
+/// A Debian cloud kernel, downloaded once: its vmlinuz and its build configuration.
+struct Kernel {
+    vmlinuz: PathBuf,
+    config: String,
+}
+
+impl Kernel {
+    fn debian(suite: &str, arch: &str) -> Kernel {
+        let dir = cache_dir().join(format!("{suite}-{arch}"));
+        let find = |prefix: &str| {
+            std::fs::read_dir(dir.join("x/boot"))
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+                })
+        };
+        if find("vmlinuz-").is_none() {
+            ok(&format!(
+                "sh {}/tests/vm/fetch-kernel.sh {suite} {arch} {}",
+                env!("CARGO_MANIFEST_DIR"),
+                dir.display()
+            ));
+        }
+        let vmlinuz = find("vmlinuz-").expect("vmlinuz in the Debian package");
+        let config =
+            std::fs::read_to_string(find("config-").expect("config in the package")).unwrap();
+        Kernel { vmlinuz, config }
     }
-    let c = cache.display();
-    ok(&format!(
-        "cd {c} && pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/{{print $2; exit}}') \
-         && apt-get download \"$pkg\" && dpkg-deb -x linux-image-*.deb x"
-    ));
-    existing().expect("vmlinuz in the Debian package")
+
+    /// The LSMs this kernel enables when `lsm=` is not given (`CONFIG_LSM`).
+    fn default_lsms(&self) -> Vec<String> {
+        self.config
+            .lines()
+            .find_map(|l| l.strip_prefix("CONFIG_LSM=\""))
+            .map(|v| {
+                v.trim_end_matches('"')
+                    .split(',')
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `lsm=` for this kernel's own list, with `bpf` in it or taken out of it.
+    fn lsm_param(&self, bpf: bool) -> String {
+        let mut lsms: Vec<String> = self
+            .default_lsms()
+            .into_iter()
+            .filter(|l| l != "bpf")
+            .collect();
+        if bpf {
+            lsms.push("bpf".into());
+        }
+        format!("lsm={}", lsms.join(","))
+    }
 }
 
 fn initramfs(dir: &Path) -> PathBuf {
@@ -79,9 +127,9 @@ fn initramfs(dir: &Path) -> PathBuf {
         "ldd {r}/bin/sockwarden-probe | awk '/=> \\//{{print $3}} /^\\t\\/lib64/{{print $1}}' | while read lib; do mkdir -p {r}$(dirname $lib) && cp -L $lib {r}$lib; done"
     ));
     let vm = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm");
-    std::fs::copy(vm.join("init"), root.join("init")).unwrap();
-    std::fs::copy(vm.join("scenarios.sh"), root.join("scenarios.sh")).unwrap();
-    std::fs::copy(vm.join("fallback.sh"), root.join("fallback.sh")).unwrap();
+    for file in ["init", "lib.sh", "matrix.sh", "fallback.sh"] {
+        std::fs::copy(vm.join(file), root.join(file)).unwrap();
+    }
     ok(&format!("chmod +x {r}/init"));
     let image = dir.join("initramfs.gz");
     ok(&format!(
@@ -91,8 +139,9 @@ fn initramfs(dir: &Path) -> PathBuf {
     image
 }
 
-/// Root and the tools, or `None` (skipped with the reason; CI must not skip).
-fn vm_ready() -> Option<(PathBuf, tempfile::TempDir, PathBuf)> {
+/// Root and the tools, or `None` (skipped with the reason; CI must not skip); then the
+/// initramfs, in a directory that lives as long as the returned guard.
+fn vm_ready() -> Option<(tempfile::TempDir, PathBuf)> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     let missing: Vec<&str> = [
         "qemu-system-x86_64",
@@ -111,11 +160,9 @@ fn vm_ready() -> Option<(PathBuf, tempfile::TempDir, PathBuf)> {
         eprintln!("SKIPPED: {why}");
         return None;
     }
-    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vm");
-    let vmlinuz = kernel(&cache);
     let work = tempfile::tempdir().unwrap();
     let image = initramfs(work.path());
-    Some((vmlinuz, work, image))
+    Some((work, image))
 }
 
 /// Boots the VM with `append` on the kernel command line; its serial console.
@@ -168,15 +215,19 @@ fn assert_all(console: &str, expected: &[String]) {
 }
 
 #[test]
-fn with_bpf_lsm_built_but_inactive_auto_falls_back_and_still_reports() {
-    let Some((vmlinuz, _work, image)) = vm_ready() else {
+fn debian_vm_6_1_with_bpf_lsm_built_but_inactive_auto_falls_back_and_still_reports() {
+    let Some((_work, image)) = vm_ready() else {
         return;
     };
-    let console = boot(
-        &vmlinuz,
-        &image,
-        "console=ttyS0 lsm=lockdown,capability sw_mode=fallback panic=-1 quiet",
-    );
+    let kernel = Kernel::debian("bookworm", "amd64");
+    let console = {
+        let _one_vm = VM.lock().unwrap_or_else(|e| e.into_inner());
+        boot(
+            &kernel.vmlinuz,
+            &image,
+            "console=ttyS0 lsm=lockdown,capability sw_mode=fallback panic=-1 quiet",
+        )
+    };
     for line in console.lines().filter(|l| l.contains("SW")) {
         println!("{line}");
     }
@@ -199,129 +250,281 @@ fn with_bpf_lsm_built_but_inactive_auto_falls_back_and_still_reports() {
     );
 }
 
-#[test]
-fn lsm_and_fentry_backends_in_a_debian_vm() {
-    let Some((vmlinuz, _work, image)) = vm_ready() else {
-        return;
-    };
-    let console = boot(
-        &vmlinuz,
-        &image,
-        "console=ttyS0 lsm=lockdown,capability,bpf panic=-1 quiet",
-    );
-    for line in console.lines().filter(|l| l.contains("SW")) {
-        println!("{line}");
+/// One VM at a time: each boots with two virtual CPUs on a two-core machine, and the
+/// scenarios' deadlines assume it is not sharing them with another VM.
+static VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+const SCENARIOS: &[&str] = &[
+    "direct-path",
+    "bind-mount-alias",
+    "symlink",
+    "host-namespaces-connect",
+    "host-namespaces-open",
+    "open-write-intent",
+    "proc-root-alias",
+    "decoy",
+    "host-process",
+];
+
+/// What one cell of the matrix must show: the backends that load and see every scenario,
+/// those refused (with words their one-sentence refusal must hold), and what auto picks.
+struct Expect {
+    runs: Vec<&'static str>,
+    refused: Vec<(&'static str, &'static str)>,
+    auto: &'static str,
+}
+
+fn expect(version: (u32, u32), bpf_lsm: bool) -> Expect {
+    let mut runs = vec!["fentry"];
+    let mut refused = Vec::new();
+    if bpf_lsm {
+        runs.insert(0, "lsm");
+    } else {
+        refused.push(("lsm", "the BPF LSM is not active"));
     }
-    assert!(
-        console.contains("SWDONE"),
-        "the VM did not finish its scenarios:\n{console}"
-    );
-    let info = console
+    // sock:sk_data_ready came with Linux 6.6.
+    if version >= (6, 6) {
+        runs.push("tracepoint");
+    } else {
+        refused.push((
+            "tracepoint",
+            "sk_data_ready tracepoint (needs Linux 6.6 or newer)",
+        ));
+    }
+    Expect {
+        runs,
+        refused,
+        auto: if bpf_lsm { "lsm" } else { "fentry" },
+    }
+}
+
+/// The value after `SWSTATS <backend> <series>` on the console.
+fn stat(console: &str, backend: &str, series: &str) -> Option<f64> {
+    console.lines().find_map(|l| {
+        let rest = l
+            .split("SWSTATS ")
+            .nth(1)?
+            .strip_prefix(&format!("{backend} "))?;
+        let (name, value) = rest.rsplit_once(' ')?;
+        (name == series)
+            .then(|| value.trim().parse().ok())
+            .flatten()
+    })
+}
+
+/// `key=value` from the `SWSTATS <backend> open_ns=.. connect_ns=..` line.
+fn base(console: &str, backend: &str, key: &str) -> Option<f64> {
+    console.lines().find_map(|l| {
+        let rest = l
+            .split("SWSTATS ")
+            .nth(1)?
+            .strip_prefix(&format!("{backend} "))?;
+        rest.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))?
+            .parse()
+            .ok()
+    })
+}
+
+/// Nanoseconds per run of `program`, from the kernel's BPF statistics.
+fn per_run(console: &str, backend: &str, program: &str) -> Option<f64> {
+    let runs = stat(
+        console,
+        backend,
+        &format!("sockwarden_probe_program_runs{{program=\"{program}\"}}"),
+    )?;
+    let secs = stat(
+        console,
+        backend,
+        &format!("sockwarden_probe_program_run_seconds{{program=\"{program}\"}}"),
+    )?;
+    (runs > 0.0).then(|| secs * 1e9 / runs)
+}
+
+/// Median ratio of unrelated syscalls with the probe to without, from the SWBENCH rounds.
+fn bench_ratio(console: &str, backend: &str, what: &str) -> f64 {
+    let mut ratios: Vec<f64> = console
         .lines()
-        .find(|l| l.contains("SWINFO"))
-        .unwrap_or_default();
-    assert!(
-        info.contains("lsm=lockdown,capability,bpf"),
-        "BPF LSM must be active in the VM: {info}"
-    );
-
-    let mut expected: Vec<String> = Vec::new();
-    for backend in ["lsm", "fentry"] {
-        for name in [
-            "start",
-            "direct-path",
-            "bind-mount-alias",
-            "symlink",
-            "host-namespaces-connect",
-            "host-namespaces-open",
-            "open-write-intent",
-            "proc-root-alias",
-            "decoy",
-            "host-process",
-        ] {
-            expected.push(format!("SWTEST {backend} {name} PASS"));
-        }
-    }
-    expected.push("SWTEST fentry fmod-ret-loads PASS".into());
-    expected.push("SWTEST auto chooses-lsm PASS".into());
-    assert_all(&console, &expected);
-
-    // What each hook costs per run, from the kernel's BPF statistics, against the syscall's
-    // own time measured in the same run.
-    for backend in ["lsm", "fentry"] {
-        let stat = |series: &str| -> Option<f64> {
-            console.lines().find_map(|l| {
-                let rest = l
-                    .split("SWSTATS ")
-                    .nth(1)?
-                    .strip_prefix(&format!("{backend} "))?;
-                let (name, value) = rest.rsplit_once(' ')?;
-                (name == series)
-                    .then(|| value.trim().parse().ok())
-                    .flatten()
-            })
-        };
-        let per_run = |program: &str| -> Option<f64> {
-            let runs = stat(&format!(
-                "sockwarden_probe_program_runs{{program=\"{program}\"}}"
-            ))?;
-            let secs = stat(&format!(
-                "sockwarden_probe_program_run_seconds{{program=\"{program}\"}}"
-            ))?;
-            (runs > 0.0).then(|| secs * 1e9 / runs)
-        };
-        let base = |key: &str| -> Option<f64> {
-            console.lines().find_map(|l| {
-                let rest = l
-                    .split("SWSTATS ")
-                    .nth(1)?
-                    .strip_prefix(&format!("{backend} "))?;
-                rest.split_whitespace()
-                    .find_map(|kv| kv.strip_prefix(&format!("{key}=")))?
-                    .parse()
-                    .ok()
-            })
-        };
-        let open_prog = per_run(&format!("{backend}_file_open"));
-        let connect_prog = per_run(&format!("{backend}_unix_stream_connect"));
-        assert!(
-            open_prog.is_some(),
-            "{backend}: no BPF statistics for the file_open program"
-        );
-        if let (Some(p), Some(b)) = (open_prog, base("open_ns")) {
-            println!("VM cost {backend}: file_open program {p:.0} ns per run; open()+close() takes {b:.0} ns here: ratio {:.3}", (b + p) / b);
-        }
-        if let (Some(p), Some(b)) = (connect_prog, base("connect_ns")) {
-            println!("VM cost {backend}: unix_stream_connect program {p:.0} ns per run; connect() takes {b:.0} ns here: ratio {:.3}", (b + p) / b);
-        }
-    }
-
-    // Overhead, reported (TCG timing is slow and noisy; ratios within one run still compare).
-    for backend in ["lsm", "fentry"] {
-        let mut open = Vec::new();
-        let mut connect = Vec::new();
-        for line in console
-            .lines()
-            .filter(|l| l.starts_with(&format!("SWBENCH {backend} ")))
-        {
+        .filter(|l| l.starts_with(&format!("SWBENCH {backend} ")))
+        .map(|line| {
             let field = |k: &str| -> f64 {
                 line.split_whitespace()
                     .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(f64::NAN)
             };
-            open.push(field("open_probe") / field("open_base"));
-            connect.push(field("connect_probe") / field("connect_base"));
-        }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-        };
-        println!(
-            "VM overhead {backend}: unrelated open ratio {:.3}, unrelated connect ratio {:.3} (median of {} alternating rounds)",
-            median(&mut open),
-            median(&mut connect),
-            open.len()
-        );
+            field(&format!("{what}_probe")) / field(&format!("{what}_base"))
+        })
+        .collect();
+    ratios.sort_by(|a, b| a.total_cmp(b));
+    ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The programs whose per-run cost is reported: (open hook, connect hook).
+fn hook_programs(backend: &str) -> (&'static str, &'static str) {
+    match backend {
+        "lsm" => ("lsm_file_open", "lsm_unix_stream_connect"),
+        "fentry" => ("fentry_file_open", "fentry_unix_stream_connect"),
+        _ => ("enter_openat", "sk_data_ready"),
     }
+}
+
+/// Boots Debian `suite`'s cloud kernel twice, with `bpf` in its `lsm=` list and without, and
+/// checks every cell: each backend that should load runs every scenario, each that should
+/// not says why, auto picks the best and sees, and what each hook costs is reported.
+fn kernel_matrix(suite: &str, version: (u32, u32)) {
+    let Some((_work, image)) = vm_ready() else {
+        return;
+    };
+    let kernel = Kernel::debian(suite, "amd64");
+    let mut problems = Vec::new();
+    for bpf_lsm in [true, false] {
+        let lsm = kernel.lsm_param(bpf_lsm);
+        let console = {
+            let _one_vm = VM.lock().unwrap_or_else(|e| e.into_inner());
+            boot(
+                &kernel.vmlinuz,
+                &image,
+                &format!("console=ttyS0 {lsm} panic=-1 quiet"),
+            )
+        };
+        let cell = format!("{suite} ({version:?}) {lsm}");
+        for line in console.lines().filter(|l| l.contains("SW")) {
+            println!("[{cell}] {line}");
+        }
+        if !console.contains("SWDONE") {
+            problems.push(format!("{cell}: the VM did not finish:\n{console}"));
+            continue;
+        }
+        // The line may follow kernel output on the same console line: start at its tag.
+        let info = console
+            .lines()
+            .find_map(|l| l.find("SWINFO kernel").map(|at| &l[at..]))
+            .unwrap_or_default();
+        let active_bpf = info
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("lsm="))
+            .is_some_and(|l| l.split(',').any(|x| x == "bpf"));
+        if active_bpf != bpf_lsm {
+            problems.push(format!("{cell}: BPF LSM active is {active_bpf}: {info}"));
+        }
+        let want = expect(version, bpf_lsm);
+        for backend in &want.runs {
+            if !console.contains(&format!("SWLOAD {backend} runs")) {
+                problems.push(format!("{cell}: {backend} should run here"));
+            }
+            for name in SCENARIOS {
+                let line = format!("SWTEST {backend} {name} PASS");
+                if !console.lines().any(|l| l.trim() == line) {
+                    problems.push(format!("{cell}: {backend} {name} did not pass"));
+                }
+            }
+        }
+        for (backend, words) in &want.refused {
+            let refusal = console
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("SWLOAD {backend} refused ")));
+            match refusal {
+                Some(why) if why.contains(words) => {}
+                other => problems.push(format!(
+                    "{cell}: {backend} should be refused saying {words:?}, got {other:?}"
+                )),
+            }
+        }
+        let chose = console
+            .lines()
+            .find_map(|l| l.strip_prefix("SWCHOSE "))
+            .unwrap_or_default();
+        if !chose.contains(&format!("backend={}", want.auto)) {
+            problems.push(format!("{cell}: auto should choose {}: {chose}", want.auto));
+        }
+        if !console.lines().any(|l| l.trim() == "SWTEST auto sees PASS") {
+            problems.push(format!(
+                "{cell}: auto's backend did not see a container connect"
+            ));
+        }
+        let facts = console
+            .lines()
+            .find_map(|l| l.strip_prefix("SWFACTS "))
+            .unwrap_or_default();
+        if !facts.contains("kernel facts") {
+            problems.push(format!("{cell}: the probe did not log the kernel facts"));
+        }
+        if !console.contains("SWFMOD loads") {
+            problems.push(format!(
+                "{cell}: fmod_ret does not load on the security_* functions"
+            ));
+        }
+        let mut backends = serde_json::Map::new();
+        for backend in ["lsm", "fentry", "tracepoint"] {
+            let refusal = console
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("SWLOAD {backend} refused ")));
+            let passed = SCENARIOS
+                .iter()
+                .filter(|name| {
+                    let line = format!("SWTEST {backend} {name} PASS");
+                    console.lines().any(|l| l.trim() == line)
+                })
+                .count();
+            let (open_prog, connect_prog) = hook_programs(backend);
+            backends.insert(
+                backend.into(),
+                serde_json::json!({
+                    "runs": console.contains(&format!("SWLOAD {backend} runs")),
+                    "refused": refusal,
+                    "scenariosPassed": passed,
+                    "scenarios": SCENARIOS.len(),
+                    "openHookNs": per_run(&console, backend, open_prog),
+                    "connectHookNs": per_run(&console, backend, connect_prog),
+                    "openSyscallNs": base(&console, backend, "open_ns"),
+                    "connectSyscallNs": base(&console, backend, "connect_ns"),
+                    "unrelatedOpenRatio": Some(bench_ratio(&console, backend, "open")).filter(|r| r.is_finite()),
+                    "unrelatedConnectRatio": Some(bench_ratio(&console, backend, "connect")).filter(|r| r.is_finite()),
+                }),
+            );
+        }
+        let auto_chose = ["lsm", "fentry", "tracepoint"]
+            .into_iter()
+            .find(|b| chose.contains(&format!("backend={b}")));
+        let result = serde_json::json!({
+            "arch": "amd64",
+            "suite": suite,
+            "kernel": info.split_whitespace().nth(2),
+            "bpfInLsm": bpf_lsm,
+            "auto": auto_chose,
+            "autoSees": console.lines().any(|l| l.trim() == "SWTEST auto sees PASS"),
+            "fmodRetLoads": console.contains("SWFMOD loads"),
+            "backends": backends,
+        });
+        // Collected by scripts/support-table.py into the README's support table.
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vm-matrix");
+        std::fs::create_dir_all(&out).unwrap();
+        let name = format!(
+            "amd64-{suite}-bpf-{}.json",
+            if bpf_lsm { "yes" } else { "no" }
+        );
+        std::fs::write(
+            out.join(&name),
+            serde_json::to_string_pretty(&result).unwrap(),
+        )
+        .unwrap();
+        println!("MATRIX {result}");
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn debian_vm_5_10_bullseye_kernel_matrix() {
+    kernel_matrix("bullseye", (5, 10));
+}
+
+#[test]
+fn debian_vm_6_1_bookworm_kernel_matrix() {
+    kernel_matrix("bookworm", (6, 1));
+}
+
+#[test]
+fn debian_vm_6_12_trixie_kernel_matrix() {
+    kernel_matrix("trixie", (6, 12));
 }

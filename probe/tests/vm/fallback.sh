@@ -2,20 +2,7 @@
 # LSM programs load and attach and never run; securityfs is not mounted, as in most pods.
 # The probe must not end on lsm: its self-test (a canary connect its backend must report)
 # fails there, and auto moves on. A container-style connect must still be reported.
-CID=4c1f0e2d3b4a59687766554433221100ffeeddccbbaa99887766554433221100
-PORT=9464
-result() { echo "SWTEST $1 $2 $3"; }
-wait_for() { # file pattern seconds
-  i=0
-  while [ $i -lt $(( $3 * 10 )) ]; do
-    grep -q "$2" "$1" 2>/dev/null && return 0
-    sleep 0.1; i=$((i + 1))
-  done
-  return 1
-}
-in_container() {
-  sh -c "echo \$\$ > /sys/fs/cgroup/docker/$CID/cgroup.procs && exec unshare -m -p -f sh -c '$1'"
-}
+. /lib.sh
 mkdir -p /sys/fs/cgroup/docker/$CID
 /bin/swclient serve /run/docker.sock >/dev/null &
 sleep 0.5

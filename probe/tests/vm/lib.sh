@@ -1,0 +1,132 @@
+# Shared by the VM scripts (sourced). Containers are stood in for by a cgroup named like a
+# Docker container's plus new mount and PID namespaces. Results go to the serial console as
+# lines starting with SW, which the host test parses.
+CID=4c1f0e2d3b4a59687766554433221100ffeeddccbbaa99887766554433221100
+PORT=9464
+
+result() { echo "SWTEST $1 $2 $3"; }
+
+wait_for() { # file pattern seconds
+  i=0
+  while [ $i -lt $(( $3 * 10 )) ]; do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1; i=$((i + 1))
+  done
+  return 1
+}
+
+# Runs a command in the container's cgroup but in the host's namespaces, as a hostPID
+# container that nsenter'd the host's mount and PID namespaces.
+in_container_cgroup_only() {
+  sh -c "echo \$\$ > /sys/fs/cgroup/docker/$CID/cgroup.procs && exec $1"
+}
+
+# Runs a command "in a container": own cgroup, mount namespace and PID namespace.
+in_container() {
+  sh -c "echo \$\$ > /sys/fs/cgroup/docker/$CID/cgroup.procs && exec unshare -m -p -f sh -c '$1'"
+}
+
+expect_finding() { # backend name requested-path operation
+  if wait_for /tmp/findings.json "\"requestedPath\":\"$3\"" 20 \
+     && grep "\"requestedPath\":\"$3\"" /tmp/findings.json | grep -q "\"id\":\"$CID\"" \
+     && grep "\"requestedPath\":\"$3\"" /tmp/findings.json | grep -q "\"operation\":\"$4\"" \
+     && grep "\"requestedPath\":\"$3\"" /tmp/findings.json | grep -q "\"backend\":\"$1\""; then
+    result "$1" "$2" PASS
+  else
+    result "$1" "$2" "FAIL no $4 finding for $3"
+  fi
+}
+
+expect_none() { # backend name requested-path
+  if grep -q "\"requestedPath\":\"$3\"" /tmp/findings.json; then
+    result "$1" "$2" "FAIL unexpected finding for $3"
+  else
+    result "$1" "$2" PASS
+  fi
+}
+
+# Starts the probe with backend $1 (more flags after it); returns 1, with the probe's own
+# last words in /tmp/probe.log, when it exits instead of watching.
+start_probe() { # backend [flags...]
+  backend=$1; shift
+  rm -f /tmp/findings.json /tmp/probe.log
+  /bin/sockwarden-probe run --backend "$backend" --no-default-sockets --socket /run/docker.sock=docker \
+    --format json --listen 127.0.0.1:$PORT "$@" >/tmp/findings.json 2>/tmp/probe.log &
+  PROBE=$!
+  i=0
+  while [ $i -lt 1200 ]; do
+    grep -q "watching socket" /tmp/probe.log 2>/dev/null && return 0
+    kill -0 $PROBE 2>/dev/null || return 1
+    sleep 0.1; i=$((i + 1))
+  done
+  return 1
+}
+
+stop_probe() {
+  kill $PROBE; wait $PROBE 2>/dev/null
+}
+
+# Every detection scenario against the running probe (backend $1 names it in findings).
+run_scenarios() { # backend
+  b=$1
+  in_container "/bin/swclient connect /run/docker.sock" >/dev/null
+  expect_finding $b direct-path /run/docker.sock connect
+  in_container "mkdir -p /tmp/b-$b && touch /tmp/b-$b/innocent.sock && mount --bind /run/docker.sock /tmp/b-$b/innocent.sock && /bin/swclient connect /tmp/b-$b/innocent.sock" >/dev/null
+  expect_finding $b bind-mount-alias /tmp/b-$b/innocent.sock connect
+  in_container "ln -s /run/docker.sock /tmp/link-$b.sock && /bin/swclient connect /tmp/link-$b.sock" >/dev/null
+  expect_finding $b symlink /tmp/link-$b.sock connect
+  ln -s /run/docker.sock /tmp/hostns-$b.sock
+  in_container_cgroup_only "/bin/swclient connect /tmp/hostns-$b.sock" >/dev/null
+  expect_finding $b host-namespaces-connect /tmp/hostns-$b.sock connect
+  ln -s /run/docker.sock /tmp/hostns-open-$b.sock
+  in_container_cgroup_only "/bin/swclient open /tmp/hostns-open-$b.sock" >/dev/null
+  expect_finding $b host-namespaces-open /tmp/hostns-open-$b.sock open
+  in_container "/bin/swclient open /run/docker.sock" >/dev/null
+  expect_finding $b open-write-intent /run/docker.sock open
+  in_container "mkdir -p /tmp/decoy-$b && /bin/swclient decoy /tmp/decoy-$b/docker.sock" >/dev/null
+  /bin/swclient connect /run/docker.sock >/dev/null # a host process
+  # positive control after the negatives: events arrive in order
+  in_container "/bin/swclient connect /proc/self/root/run/docker.sock" >/dev/null
+  expect_finding $b proc-root-alias /proc/self/root/run/docker.sock connect
+  expect_none $b decoy /tmp/decoy-$b/docker.sock
+  if grep -v "\"id\":\"$CID\"" /tmp/findings.json | grep -q requestedPath; then
+    result $b host-process "FAIL a host process was reported"
+  else
+    result $b host-process PASS
+  fi
+}
+
+# What each hook costs per run, from the kernel's own BPF statistics, and the unrelated
+# syscalls' own time in the same run. Needs the probe running with backend $1.
+report_stats() { # backend
+  opens=$(/bin/swclient bench-open /tmp/regular)
+  connects=$(/bin/swclient bench-connect /tmp/unrelated.sock)
+  sleep 1.5 # the probe refreshes its program metrics every 0.5 s
+  wget -q -O /tmp/metrics "http://127.0.0.1:$PORT/metrics"
+  grep -E '^sockwarden_probe_program_(runs|run_seconds)\{program="' /tmp/metrics | while read -r series value; do
+    echo "SWSTATS $1 $series $value"
+  done
+  echo "SWSTATS $1 open_ns=$opens connect_ns=$connects"
+}
+
+# Overhead on unrelated open()/connect(): the probe attached vs not, alternating rounds.
+report_bench() { # backend rounds [flags...]
+  b=$1; rounds=$2; shift 2
+  round=1
+  while [ $round -le $rounds ]; do
+    bo=$(/bin/swclient bench-open /tmp/regular); bc=$(/bin/swclient bench-connect /tmp/unrelated.sock)
+    start_probe $b "$@" >/dev/null || break
+    po=$(/bin/swclient bench-open /tmp/regular); pc=$(/bin/swclient bench-connect /tmp/unrelated.sock)
+    stop_probe
+    echo "SWBENCH $b round=$round open_base=$bo open_probe=$po connect_base=$bc connect_probe=$pc"
+    round=$((round + 1))
+  done
+}
+
+start_daemon() {
+  mkdir -p /sys/fs/cgroup/docker/$CID
+  /bin/swclient serve /run/docker.sock >/dev/null &
+  DAEMON=$!
+  echo x > /tmp/regular
+  sleep 0.5
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""The README's support table, from the kernel matrix's results.
+
+`cargo test -p probe --test vm_backends` leaves one JSON file per matrix cell (arch, Debian
+suite, with or without `bpf` in `lsm=`) under target/tmp/vm-matrix. This renders them as a
+Markdown table; with --write README.md it replaces the table between the README's
+`<!-- support:start -->` and `<!-- support:end -->` markers.
+
+Usage: python3 scripts/support-table.py [--write README.md] [RESULTS_DIR]
+"""
+import json
+import pathlib
+import sys
+
+DEBIAN = {"bullseye": "Debian 11", "bookworm": "Debian 12", "trixie": "Debian 13"}
+BACKENDS = ["lsm", "fentry", "tracepoint"]
+
+
+def short_refusal(why: str) -> str:
+    if "BPF LSM is not active" in why:
+        return "refused: BPF LSM not active"
+    if "sk_data_ready" in why:
+        return "refused: no `sk_data_ready` (< 6.6)"
+    return "refused: " + why.split(":")[0]
+
+
+def cell(result: dict, backend: str) -> str:
+    b = result["backends"][backend]
+    if not b["runs"]:
+        return short_refusal(b["refused"] or "did not start")
+    seen = f"sees {b['scenariosPassed']}/{b['scenarios']}"
+    hooks = [f"{b[k]:.0f}" if b.get(k) is not None else "?" for k in ("openHookNs", "connectHookNs")]
+    return f"{seen}; {hooks[0]} / {hooks[1]} ns"
+
+
+def kernel_key(result: dict):
+    return (result["arch"], [int(p) if p.isdigit() else 0
+                             for p in result["kernel"].split("-")[0].split(".")],
+            not result["bpfInLsm"])
+
+
+def table(results: list) -> str:
+    lines = [
+        "| arch | kernel | `bpf` in `lsm=` | auto picks | `lsm` | `fentry` | `tracepoint` | fmod_ret |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in sorted(results, key=kernel_key):
+        suite = DEBIAN.get(r["suite"], r["suite"])
+        auto = f"`{r['auto']}`" + ("" if r["autoSees"] else " (blind!)") if r["auto"] else "none"
+        lines.append(
+            f"| {r['arch']} | {r['kernel']} ({suite}) | {'yes' if r['bpfInLsm'] else 'no'} | "
+            f"{auto} | {cell(r, 'lsm')} | {cell(r, 'fentry')} | {cell(r, 'tracepoint')} | "
+            f"{'loads' if r['fmodRetLoads'] else 'refused'} |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    args = sys.argv[1:]
+    write = None
+    if args[:1] == ["--write"]:
+        write, args = pathlib.Path(args[1]), args[2:]
+    results_dir = pathlib.Path(args[0] if args else "target/tmp/vm-matrix")
+    results = [json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))]
+    if not results:
+        sys.exit(f"no matrix results in {results_dir}: run cargo test -p probe --test vm_backends")
+    rendered = table(results)
+    if write is None:
+        print(rendered)
+        return
+    text = write.read_text()
+    start, end = "<!-- support:start -->", "<!-- support:end -->"
+    if start not in text or end not in text:
+        sys.exit(f"{write} has no {start} ... {end} markers")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    write.write_text(f"{head}{start}\n{rendered}\n{end}{tail}")
+    print(f"{write}: support table rewritten from {len(results)} matrix cells")
+
+
+if __name__ == "__main__":
+    main()
