@@ -298,13 +298,19 @@ fn expect(version: (u32, u32), bpf_lsm: bool) -> Expect {
     }
 }
 
-/// The value after `SWSTATS <backend> <series>` on the console.
-fn stat(console: &str, backend: &str, series: &str) -> Option<f64> {
-    console.lines().find_map(|l| {
-        let rest = l
-            .split("SWSTATS ")
+/// What follows `SWSTATS <backend> ` on each console line that has it.
+fn swstats<'a>(console: &'a str, backend: &'a str) -> impl Iterator<Item = &'a str> {
+    console.lines().filter_map(move |l| {
+        l.split("SWSTATS ")
             .nth(1)?
-            .strip_prefix(&format!("{backend} "))?;
+            .strip_prefix(backend)?
+            .strip_prefix(' ')
+    })
+}
+
+/// The value of `series` (`SWSTATS <backend> <series> <value>`).
+fn stat(console: &str, backend: &str, series: &str) -> Option<f64> {
+    swstats(console, backend).find_map(|rest| {
         let (name, value) = rest.rsplit_once(' ')?;
         (name == series)
             .then(|| value.trim().parse().ok())
@@ -314,11 +320,7 @@ fn stat(console: &str, backend: &str, series: &str) -> Option<f64> {
 
 /// `key=value` from the `SWSTATS <backend> open_ns=.. connect_ns=..` line.
 fn base(console: &str, backend: &str, key: &str) -> Option<f64> {
-    console.lines().find_map(|l| {
-        let rest = l
-            .split("SWSTATS ")
-            .nth(1)?
-            .strip_prefix(&format!("{backend} "))?;
+    swstats(console, backend).find_map(|rest| {
         rest.split_whitespace()
             .find_map(|kv| kv.strip_prefix(&format!("{key}=")))?
             .parse()
@@ -527,4 +529,25 @@ fn debian_vm_6_1_bookworm_kernel_matrix() {
 #[test]
 fn debian_vm_6_12_trixie_kernel_matrix() {
     kernel_matrix("trixie", (6, 12));
+}
+
+#[test]
+fn the_matrix_reads_costs_and_ratios_from_the_console() {
+    let console = "\
+noise SWSTATS lsm sockwarden_probe_program_runs{program=\"lsm_file_open\"} 200
+SWSTATS lsm sockwarden_probe_program_run_seconds{program=\"lsm_file_open\"} 0.00005
+SWSTATS lsmx sockwarden_probe_program_runs{program=\"lsm_file_open\"} 7
+SWSTATS lsm open_ns=7000 connect_ns=40000
+SWBENCH lsm round=1 open_base=100 open_probe=110 connect_base=10 connect_probe=30
+SWBENCH lsm round=2 open_base=100 open_probe=102 connect_base=10 connect_probe=11
+SWBENCH lsm round=3 open_base=100 open_probe=105 connect_base=10 connect_probe=12
+";
+    assert_eq!(per_run(console, "lsm", "lsm_file_open"), Some(250.0));
+    assert_eq!(per_run(console, "lsm", "lsm_unix_stream_connect"), None);
+    assert_eq!(base(console, "lsm", "open_ns"), Some(7000.0));
+    assert_eq!(base(console, "lsm", "connect_ns"), Some(40000.0));
+    assert_eq!(base(console, "fentry", "open_ns"), None);
+    assert!((bench_ratio(console, "lsm", "open") - 1.05).abs() < 1e-9);
+    assert!((bench_ratio(console, "lsm", "connect") - 1.2).abs() < 1e-9);
+    assert!(bench_ratio(console, "fentry", "open").is_nan());
 }
