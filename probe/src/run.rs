@@ -293,7 +293,7 @@ fn kernel_offsets(btf: &std::path::Path) -> anyhow::Result<probe_common::KernelO
         .kernel_offsets()
         .context("this kernel's BTF lacks a struct member the probe reads")?;
     if offsets.regs_syscall_nr == 0 {
-        tracing::warn!("requested connect paths cannot be captured on this architecture");
+        tracing::warn!("requested paths cannot be captured on this kernel or architecture");
     }
     Ok(offsets)
 }

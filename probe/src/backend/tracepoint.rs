@@ -41,8 +41,8 @@ pub fn available() -> Result<(), LoadError> {
 }
 
 /// Attaches the tracepoint programs: connect detection, attribution, and (opt-in) opens.
+/// [`available`] is checked by `Backend::load` before it reads record layouts.
 pub fn attach(ebpf: &mut Ebpf, detect_open: bool) -> Result<(), LoadError> {
-    available()?;
     attach_tracepoint(ebpf, "sk_data_ready", "sock", "sk_data_ready")?;
     attach_tracepoint(ebpf, "cgroup_mkdir", "cgroup", "cgroup_mkdir")?;
     if detect_open {
