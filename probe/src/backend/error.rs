@@ -33,6 +33,17 @@ pub enum LoadError {
         #[source]
         source: Box<ProgramError>,
     },
+    /// `ENOTSUPP` from the attach: the kernel has BPF trampolines for BPF programs but
+    /// cannot route a kernel function through one. arm64 gained that (ftrace direct calls)
+    /// with Linux 6.4, so its 6.1 kernels load fentry and LSM programs and refuse them here.
+    #[error(
+        "the kernel cannot attach BPF trampolines to kernel functions ({program} on {target} \
+         returned ENOTSUPP; arm64 needs Linux 6.4 or newer, for ftrace direct calls)"
+    )]
+    NoTrampoline {
+        program: &'static str,
+        target: String,
+    },
     #[error("attaching {program} to {target} failed")]
     Attach {
         program: &'static str,
@@ -62,6 +73,22 @@ pub enum ObjectMismatch {
 }
 
 impl LoadError {
+    /// An attach failure, or [`LoadError::NoTrampoline`] where the kernel says `ENOTSUPP` (524;
+    /// not in libc, it is a kernel-internal errno that leaks to user space here).
+    pub(super) fn attach(program: &'static str, target: String, source: ProgramError) -> Self {
+        const ENOTSUPP: i32 = 524;
+        match &source {
+            ProgramError::SyscallError(e) if e.io_error.raw_os_error() == Some(ENOTSUPP) => {
+                LoadError::NoTrampoline { program, target }
+            }
+            _ => LoadError::Attach {
+                program,
+                target,
+                source: Box::new(source),
+            },
+        }
+    }
+
     pub(super) fn missing(what: &'static str, name: &'static str) -> Self {
         LoadError::NotInObject {
             what,
@@ -125,6 +152,24 @@ mod tests {
             "the kernel refused LSM program lsm_file_open: the BPF_PROG_LOAD syscall returned \
              Operation not permitted (os error 1)"
         );
+    }
+
+    #[test]
+    fn enotsupp_from_an_attach_names_the_missing_trampoline_support_and_others_stay_attach() {
+        let attach = |errno| {
+            LoadError::attach(
+                "fentry_file_open",
+                "security_file_open".into(),
+                ProgramError::SyscallError(aya::sys::SyscallError {
+                    call: "bpf_raw_tracepoint_open",
+                    io_error: std::io::Error::from_raw_os_error(errno),
+                }),
+            )
+        };
+        let no_trampoline = attach(524);
+        assert!(matches!(no_trampoline, LoadError::NoTrampoline { .. }));
+        assert!(sentence(&no_trampoline).contains("arm64 needs Linux 6.4 or newer"));
+        assert!(matches!(attach(libc::EPERM), LoadError::Attach { .. }));
     }
 
     #[test]

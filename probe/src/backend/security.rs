@@ -55,11 +55,8 @@ pub fn attach_lsm(ebpf: &mut Ebpf) -> Result<(), LoadError> {
             program,
             source: Box::new(e),
         })?;
-        prog.attach().map_err(|e| LoadError::Attach {
-            program,
-            target: format!("LSM hook {hook}"),
-            source: Box::new(e),
-        })?;
+        prog.attach()
+            .map_err(|e| LoadError::attach(program, format!("LSM hook {hook}"), e))?;
     }
     attach_tracepoint(ebpf, "cgroup_mkdir", "cgroup", "cgroup_mkdir")
 }
@@ -73,11 +70,8 @@ pub fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), LoadError> {
             program,
             source: Box::new(e),
         })?;
-        prog.attach().map_err(|e| LoadError::Attach {
-            program,
-            target: function.to_string(),
-            source: Box::new(e),
-        })?;
+        prog.attach()
+            .map_err(|e| LoadError::attach(program, function.to_string(), e))?;
     }
     attach_tracepoint(ebpf, "cgroup_mkdir", "cgroup", "cgroup_mkdir")
 }
