@@ -13,7 +13,7 @@ import pathlib
 import sys
 
 DEBIAN = {"bullseye": "Debian 11", "bookworm": "Debian 12", "trixie": "Debian 13"}
-BACKENDS = ["lsm", "fentry", "tracepoint"]
+BACKENDS = ["lsm", "fentry", "tracepoint", "kprobe"]
 
 
 def short_refusal(why: str) -> str:
@@ -21,6 +21,8 @@ def short_refusal(why: str) -> str:
         return "refused: BPF LSM not active"
     if "sk_data_ready" in why:
         return "refused: no `sk_data_ready` (< 6.6)"
+    if "cannot attach BPF trampolines" in why:
+        return "refused: no trampolines on kernel functions (arm64 < 6.4)"
     return "refused: " + why.split(":")[0]
 
 
@@ -41,16 +43,16 @@ def kernel_key(result: dict):
 
 def table(results: list) -> str:
     lines = [
-        "| arch | kernel | `bpf` in `lsm=` | auto picks | `lsm` | `fentry` | `tracepoint` | fmod_ret |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| arch | kernel | `bpf` in `lsm=` | auto picks | `lsm` | `fentry` | `tracepoint` | `kprobe` | fmod_ret |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in sorted(results, key=kernel_key):
         suite = DEBIAN.get(r["suite"], r["suite"])
         auto = f"`{r['auto']}`" + ("" if r["autoSees"] else " (blind!)") if r["auto"] else "none"
         lines.append(
             f"| {r['arch']} | {r['kernel']} ({suite}) | {'yes' if r['bpfInLsm'] else 'no'} | "
-            f"{auto} | {cell(r, 'lsm')} | {cell(r, 'fentry')} | {cell(r, 'tracepoint')} | "
-            f"{'loads' if r['fmodRetLoads'] else 'refused'} |"
+            f"{auto} | {' | '.join(cell(r, b) for b in BACKENDS)} | "
+            f"{'attaches' if r['fmodRetAttaches'] else 'refused'} |"
         )
     return "\n".join(lines)
 

@@ -10,7 +10,11 @@ cargo clippy --all-targets --locked -- -D warnings
 python3 scripts/check-layers.py --self-test
 python3 scripts/check-layers.py
 cargo test --workspace --exclude probe-ebpf --locked -- --skip debian_vm
-# lsm and fentry backends in a VM booting Debian's kernel; prints kernel version and overhead
+# The static release binaries for x86-64 and arm64 (the arm64 VMs run the arm64 probe; the
+# images carry both)
+bash scripts/build-static.sh
+# The kernel matrix: every backend on Debian's amd64 and arm64 kernels in VMs; prints each
+# cell's results and overhead
 cargo test -p probe --test vm_backends --locked -- --nocapture
 # The CRD generator leaves the committed CRDs unchanged, and they pass the Kubernetes
 # apiextensions schema (strict: no unknown fields).

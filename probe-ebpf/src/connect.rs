@@ -1,10 +1,10 @@
 //! Connects to a watched socket, one program per backend: `sk_data_ready` (tracepoint
-//! backend) and the `unix_stream_connect` / `unix_may_send` security hooks (lsm and fentry
-//! backends). Every path ends at the listening (or receiving) socket, whose bound inode
+//! backend) and the `unix_stream_connect` / `unix_may_send` security hooks (lsm, fentry and
+//! kprobe backends). Every path ends at the listening (or receiving) socket, whose bound inode
 //! decides, and the event goes to the `CONNECTS` ring.
 use aya_ebpf::{
-    macros::{fentry, lsm, tracepoint},
-    programs::{FEntryContext, LsmContext, TracePointContext},
+    macros::{fentry, kprobe, lsm, tracepoint},
+    programs::{FEntryContext, LsmContext, ProbeContext, TracePointContext},
 };
 use probe_common::kind;
 
@@ -80,5 +80,23 @@ pub fn fentry_unix_stream_connect(ctx: FEntryContext) -> u32 {
 #[fentry(function = "security_unix_may_send")]
 pub fn fentry_unix_may_send(ctx: FEntryContext) -> u32 {
     let _ = on_unix_may_send(ctx.arg::<u64>(1));
+    0
+}
+
+// kprobe backend: the arguments come from the registers of the probed call (the
+// architecture's calling convention, which aya-ebpf reads for the target it is built for).
+#[kprobe(function = "security_unix_stream_connect")]
+pub fn kprobe_unix_stream_connect(ctx: ProbeContext) -> u32 {
+    if let Some(other) = ctx.arg::<u64>(1) {
+        let _ = report_connect_to(other);
+    }
+    0
+}
+
+#[kprobe(function = "security_unix_may_send")]
+pub fn kprobe_unix_may_send(ctx: ProbeContext) -> u32 {
+    if let Some(other) = ctx.arg::<u64>(1) {
+        let _ = on_unix_may_send(other);
+    }
     0
 }

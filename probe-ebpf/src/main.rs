@@ -3,13 +3,13 @@
 //! Detection keys on what a socket *is*: the inode (and device) of the file a listening
 //! AF_UNIX socket is bound to, never its name. The programs, by hook family:
 //! - [`connect`]: connects to a watched socket. `sk_data_ready` (tracepoint
-//!   `sock:sk_data_ready`, the tracepoint backend), and `lsm_*` / `fentry_*` on
-//!   `unix_stream_connect` and `unix_may_send` (the security hooks themselves, for kernels that
-//!   load them).
-//! - [`open`]: opens of a watched socket file with write intent. `lsm_file_open` /
-//!   `fentry_file_open`, or `enter_open*`/`exit_open*` (syscall tracepoints, opt-in
-//!   `--detect-open`): opens with write intent that fail with ENXIO (what opening a socket
-//!   file returns).
+//!   `sock:sk_data_ready`, the tracepoint backend), and `lsm_*` / `fentry_*` / `kprobe_*` on
+//!   `unix_stream_connect` and `unix_may_send` (the security hooks themselves, for kernels
+//!   that load them).
+//! - [`open`]: opens of a watched socket file with write intent. `lsm_file_open`,
+//!   `fentry_file_open` and `kprobe_file_open`, or `enter_open*`/`exit_open*` (syscall
+//!   tracepoints, opt-in `--detect-open`): opens with write intent that fail with ENXIO (what
+//!   opening a socket file returns).
 //! - [`cgroup`]: `cgroup_mkdir` (tracepoint `cgroup:cgroup_mkdir`), new cgroup v2 directories,
 //!   so events from containers that are already gone can still be attributed.
 //!

@@ -1,6 +1,6 @@
 //! Opens of a watched socket file with write intent (TRC-1019 trigger a), per backend:
-//! - lsm and fentry: `security_file_open` itself, where the file's inode is known, so the
-//!   watched map decides in the kernel.
+//! - lsm, fentry and kprobe: `security_file_open` itself, where the file's inode is known, so
+//!   the watched map decides in the kernel.
 //! - tracepoint (opt-in `--detect-open`: syscall tracepoints tax every syscall): the
 //!   `enter_open*` programs stash write-intent opens per thread, and the `exit_open*` ones
 //!   report those that failed with ENXIO (what opening a socket file returns), rate-limited
@@ -12,8 +12,8 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
         bpf_ktime_get_ns, bpf_probe_read_user,
     },
-    macros::{fentry, lsm, tracepoint},
-    programs::{FEntryContext, LsmContext, TracePointContext},
+    macros::{fentry, kprobe, lsm, tracepoint},
+    programs::{FEntryContext, LsmContext, ProbeContext, TracePointContext},
 };
 use probe_common::{kind, COUNTER_OPENS_LIMITED, OPEN_BURST, OPEN_RATE_PER_SEC, PATH_LEN};
 
@@ -42,6 +42,13 @@ fn on_file_open(file: u64) -> Option<()> {
     }
     let mode_at = rodata!(OFFSETS.inode_mode) as usize;
     let mode: u16 = unsafe { read_volatile((inode as *const u8).add(mode_at) as *const u16) };
+    on_socket_file_open(file, inode, mode)
+}
+
+/// The rest of `security_file_open` once the inode and its mode are read (each hook family
+/// reads them its own way).
+#[inline(always)]
+fn on_socket_file_open(file: u64, inode: u64, mode: u16) -> Option<()> {
     if mode & S_IFMT != S_IFSOCK {
         return None;
     }
@@ -63,6 +70,25 @@ pub fn lsm_file_open(ctx: LsmContext) -> i32 {
 pub fn fentry_file_open(ctx: FEntryContext) -> u32 {
     let _ = on_file_open(ctx.arg::<u64>(0));
     0
+}
+
+/// kprobe backend: the same function, where its argument is a plain register value (no BTF
+/// type), so the inode and mode are read through the helper.
+#[kprobe(function = "security_file_open")]
+pub fn kprobe_file_open(ctx: ProbeContext) -> u32 {
+    let _ = on_file_open_probed(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_file_open_probed(ctx: &ProbeContext) -> Option<()> {
+    let file: u64 = ctx.arg(0)?;
+    let inode: u64 = read(file, rodata!(OFFSETS.file_inode))?;
+    if inode == 0 {
+        return None;
+    }
+    let mode: u16 = read(inode, rodata!(OFFSETS.inode_mode))?;
+    on_socket_file_open(file, inode, mode)
 }
 
 // --- tracepoint backend: open(2) with write intent, syscall entry to exit ---

@@ -22,8 +22,8 @@ struct Cli {
 enum Command {
     /// Watch this node and print findings on stdout (standalone, no cluster needed).
     Run(Box<run::RunArgs>),
-    /// Check that a fmod_ret program (what fentry-backend enforcement will use) loads on the
-    /// security hooks of this kernel.
+    /// Check that a fmod_ret program (what fentry-backend enforcement will use) loads and
+    /// attaches on the security hooks of this kernel (attached for a moment, doing nothing).
     CheckFmodRet {
         #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
         btf: std::path::PathBuf,
@@ -40,8 +40,8 @@ fn check_fmod_ret(btf: &std::path::Path) -> anyhow::Result<()> {
         "security_unix_stream_connect",
         "security_unix_may_send",
     ] {
-        match probe::backend::fmod_ret::check_loads(btf, function) {
-            Ok(()) => println!("fmod_ret on {function}: loads"),
+        match probe::backend::fmod_ret::check_attaches(btf, function) {
+            Ok(()) => println!("fmod_ret on {function}: loads and attaches"),
             Err(e) => {
                 println!("fmod_ret on {function}: refused: {e}");
                 failed.push(function);
@@ -51,7 +51,7 @@ fn check_fmod_ret(btf: &std::path::Path) -> anyhow::Result<()> {
     if failed.is_empty() {
         Ok(())
     } else {
-        anyhow::bail!("fmod_ret programs do not load on {}", failed.join(", "))
+        anyhow::bail!("fmod_ret programs do not attach to {}", failed.join(", "))
     }
 }
 

@@ -1,5 +1,5 @@
 //! Every backend on the kernels users run: Debian's cloud kernels 5.10 (bullseye), 6.1
-//! (bookworm) and 6.12 (trixie) for amd64, and 6.1 and 6.12 for arm64, downloaded once
+//! (bookworm) and 6.12 (trixie), for amd64 and for arm64, downloaded once
 //! (`tests/vm/fetch-kernel.sh`) and booted under qemu (TCG; arm64 emulated on this x86-64
 //! machine) with an initramfs holding busybox, the probe and the static test client, all
 //! built for the guest's architecture. Each kernel boots twice, with `bpf` in its own `lsm=` list and without it; in each
@@ -345,6 +345,9 @@ fn debian_vm_6_1_with_bpf_lsm_built_but_inactive_auto_falls_back_and_still_repor
 /// scenarios' deadlines assume it is not sharing them with another VM.
 static VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Every backend, best first (the order auto tries them).
+const BACKENDS: [&str; 4] = ["lsm", "fentry", "tracepoint", "kprobe"];
+
 const SCENARIOS: &[&str] = &[
     "direct-path",
     "bind-mount-alias",
@@ -366,17 +369,23 @@ struct Expect {
 }
 
 fn expect(arch: Arch, version: (u32, u32), bpf_lsm: bool) -> Expect {
-    // BPF trampolines (fentry, and the BPF LSM's programs) came to arm64 with Linux 6.0.
-    assert!(
-        arch == Arch::Amd64 || version >= (6, 0),
-        "no expectations written for arm64 before 6.0"
-    );
-    let mut runs = vec!["fentry"];
+    // BPF trampolines (fentry, and the BPF LSM's programs) attach to kernel functions on
+    // arm64 from 6.4 (ftrace direct calls); before, they load and the attach is refused.
+    let trampolines = arch == Arch::Amd64 || version >= (6, 4);
+    let no_trampoline = "cannot attach BPF trampolines to kernel functions";
+    let mut runs = Vec::new();
     let mut refused = Vec::new();
-    if bpf_lsm {
-        runs.insert(0, "lsm");
-    } else {
+    if !bpf_lsm {
         refused.push(("lsm", "the BPF LSM is not active"));
+    } else if trampolines {
+        runs.push("lsm");
+    } else {
+        refused.push(("lsm", no_trampoline));
+    }
+    if trampolines {
+        runs.push("fentry");
+    } else {
+        refused.push(("fentry", no_trampoline));
     }
     // sock:sk_data_ready came with Linux 6.6.
     if version >= (6, 6) {
@@ -387,10 +396,12 @@ fn expect(arch: Arch, version: (u32, u32), bpf_lsm: bool) -> Expect {
             "sk_data_ready tracepoint (needs Linux 6.6 or newer)",
         ));
     }
+    // Debian's cloud kernels all have kprobes (CONFIG_KPROBES, CONFIG_KPROBE_EVENTS).
+    runs.push("kprobe");
     Expect {
+        auto: runs[0],
         runs,
         refused,
-        auto: if bpf_lsm { "lsm" } else { "fentry" },
     }
 }
 
@@ -463,6 +474,7 @@ fn hook_programs(backend: &str) -> (&'static str, &'static str) {
     match backend {
         "lsm" => ("lsm_file_open", "lsm_unix_stream_connect"),
         "fentry" => ("fentry_file_open", "fentry_unix_stream_connect"),
+        "kprobe" => ("kprobe_file_open", "kprobe_unix_stream_connect"),
         _ => ("enter_openat", "sk_data_ready"),
     }
 }
@@ -546,13 +558,16 @@ fn kernel_matrix(arch: Arch, suite: &str, version: (u32, u32)) {
         if !facts.contains("kernel facts") {
             problems.push(format!("{cell}: the probe did not log the kernel facts"));
         }
-        if !console.contains("SWFMOD loads") {
+        // fmod_ret (fentry-backend enforcement) attaches wherever trampolines do.
+        let fmod_attaches = console.contains("SWFMOD attaches");
+        if fmod_attaches != want.runs.contains(&"fentry") {
             problems.push(format!(
-                "{cell}: fmod_ret does not load on the security_* functions"
+                "{cell}: fmod_ret attaches is {fmod_attaches}, fentry runs is {}",
+                want.runs.contains(&"fentry")
             ));
         }
         let mut backends = serde_json::Map::new();
-        for backend in ["lsm", "fentry", "tracepoint"] {
+        for backend in BACKENDS {
             let refusal = console
                 .lines()
                 .find_map(|l| l.strip_prefix(&format!("SWLOAD {backend} refused ")));
@@ -580,7 +595,7 @@ fn kernel_matrix(arch: Arch, suite: &str, version: (u32, u32)) {
                 }),
             );
         }
-        let auto_chose = ["lsm", "fentry", "tracepoint"]
+        let auto_chose = BACKENDS
             .into_iter()
             .find(|b| chose.contains(&format!("backend={b}")));
         let result = serde_json::json!({
@@ -590,7 +605,8 @@ fn kernel_matrix(arch: Arch, suite: &str, version: (u32, u32)) {
             "bpfInLsm": bpf_lsm,
             "auto": auto_chose,
             "autoSees": console.lines().any(|l| l.trim() == "SWTEST auto sees PASS"),
-            "fmodRetLoads": console.contains("SWFMOD loads"),
+            "fmodRetAttaches": fmod_attaches,
+            "fmodRetRefused": console.lines().find_map(|l| l.strip_prefix("SWFMOD refused ")),
             "backends": backends,
         });
         // Collected by scripts/support-table.py into the README's support table.
@@ -624,6 +640,11 @@ fn debian_vm_6_1_bookworm_kernel_matrix() {
 #[test]
 fn debian_vm_6_12_trixie_kernel_matrix() {
     kernel_matrix(Arch::Amd64, "trixie", (6, 12));
+}
+
+#[test]
+fn debian_vm_arm64_5_10_bullseye_kernel_matrix() {
+    kernel_matrix(Arch::Arm64, "bullseye", (5, 10));
 }
 
 #[test]

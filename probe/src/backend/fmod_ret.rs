@@ -1,7 +1,8 @@
-//! Whether a `fmod_ret` (BPF_MODIFY_RETURN) program loads on a `security_*` function — what
-//! enforcement in the `fentry` backend will use. aya 0.14 has no program type for it, so
-//! this loads a minimal one (`r0 = 0; exit`) with a small `bpf(2)` call of our own, then
-//! closes it; nothing is attached.
+//! Whether a `fmod_ret` (BPF_MODIFY_RETURN) program loads and attaches on a `security_*`
+//! function — what enforcement in the `fentry` backend will use. aya 0.14 has no program type
+//! for it, so this loads a minimal one (`r0 = 0; exit`: returning 0 lets the function run as
+//! usual) with a small `bpf(2)` call of our own, attaches it, and closes both descriptors,
+//! which detaches it. Attaching matters: arm64 kernels before 6.4 load it and cannot attach.
 use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, Type};
@@ -24,6 +25,16 @@ pub enum FmodRetError {
         /// The verifier's log, often empty for attach-time refusals.
         log: String,
     },
+    #[error("it loads, but attaching it failed: {}", attach_words(.0))]
+    Attach(std::io::Error),
+}
+
+/// The attach errno in words; 524 (ENOTSUPP, kernel-internal) has none in libc.
+fn attach_words(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(524) => "ENOTSUPP (524): no BPF trampolines on kernel functions here".into(),
+        _ => e.to_string(),
+    }
 }
 
 fn verifier_suffix(log: &str) -> String {
@@ -35,6 +46,7 @@ fn verifier_suffix(log: &str) -> String {
 }
 
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_PROG_TYPE_TRACING: u32 = 26;
 const BPF_MODIFY_RETURN: u32 = 26;
 
@@ -52,8 +64,9 @@ fn func_btf_id(btf_path: &Path, name: &str) -> Result<u32, FmodRetError> {
         .ok_or_else(|| FmodRetError::NoFunction(name.to_string()))
 }
 
-/// Loads a do-nothing `fmod_ret` program for `function`; Ok when the kernel accepts it.
-pub fn check_loads(btf_path: &Path, function: &str) -> Result<(), FmodRetError> {
+/// Loads a do-nothing `fmod_ret` program for `function` and attaches it for a moment; Ok
+/// when the kernel accepts both.
+pub fn check_attaches(btf_path: &Path, function: &str) -> Result<(), FmodRetError> {
     let btf_id = func_btf_id(btf_path, function)?;
     // mov r0, 0 ; exit
     let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
@@ -92,7 +105,27 @@ pub fn check_loads(btf_path: &Path, function: &str) -> Result<(), FmodRetError> 
             log: log.trim_end_matches('\0').trim().to_string(),
         });
     }
+    // Attach: union bpf_attr, raw_tracepoint variant { u64 name = 0; u32 prog_fd }, which
+    // for a tracing program attaches it to the function it was loaded for.
+    let mut attach = [0u8; 16];
+    attach[8..12].copy_from_slice(&(fd as u32).to_ne_bytes());
+    // SAFETY: attach is a valid bpf_attr prefix.
+    let link = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_RAW_TRACEPOINT_OPEN,
+            attach.as_ptr(),
+            attach.len() as u32,
+        )
+    };
+    let attached = if link < 0 {
+        Err(FmodRetError::Attach(std::io::Error::last_os_error()))
+    } else {
+        // SAFETY: the kernel returned an fd we own; closing it detaches the program.
+        unsafe { libc::close(link as i32) };
+        Ok(())
+    };
     // SAFETY: the kernel returned an fd we own.
     unsafe { libc::close(fd as i32) };
-    Ok(())
+    attached
 }

@@ -31,6 +31,7 @@ pub enum BackendRequest {
     Lsm,
     Fentry,
     Tracepoint,
+    Kprobe,
 }
 
 /// The attach backend in use, as findings, logs and `sockwarden_probe_backend_info` name it.
@@ -40,6 +41,7 @@ pub enum BackendKind {
     Lsm,
     Fentry,
     Tracepoint,
+    Kprobe,
 }
 
 impl BackendKind {
@@ -48,6 +50,7 @@ impl BackendKind {
             BackendKind::Lsm => "lsm",
             BackendKind::Fentry => "fentry",
             BackendKind::Tracepoint => "tracepoint",
+            BackendKind::Kprobe => "kprobe",
         }
     }
 }
@@ -58,7 +61,7 @@ impl fmt::Display for BackendKind {
     }
 }
 
-/// Why no backend runs: the one asked for could not, or none of the three could.
+/// Why no backend runs: the one asked for could not, or none could.
 #[derive(Debug, thiserror::Error)]
 pub enum SelectError<E: StdError + 'static> {
     #[error("--backend {kind} cannot run on this node")]
@@ -80,7 +83,8 @@ fn refusals<E: StdError + 'static>(refused: &[(BackendKind, E)]) -> String {
         .join("; ")
 }
 
-/// Tries backends in the order lsm > fentry > tracepoint (or only the one asked for) and
+/// Tries backends in the order lsm > fentry > tracepoint > kprobe (or only the one asked for)
+/// and
 /// returns the first that `try_load` brings up, with a sentence saying why, for logs and
 /// status.
 pub fn select<T, E: StdError + 'static>(
@@ -92,6 +96,7 @@ pub fn select<T, E: StdError + 'static>(
         BackendRequest::Lsm => Some(BackendKind::Lsm),
         BackendRequest::Fentry => Some(BackendKind::Fentry),
         BackendRequest::Tracepoint => Some(BackendKind::Tracepoint),
+        BackendRequest::Kprobe => Some(BackendKind::Kprobe),
     };
     if let Some(kind) = forced {
         return match try_load(kind) {
@@ -104,6 +109,7 @@ pub fn select<T, E: StdError + 'static>(
         BackendKind::Lsm,
         BackendKind::Fentry,
         BackendKind::Tracepoint,
+        BackendKind::Kprobe,
     ] {
         match try_load(kind) {
             Ok(t) if refused.is_empty() => {
@@ -209,6 +215,7 @@ impl Backend {
             BackendKind::Tracepoint => tracepoint::attach(&mut ebpf, opts.detect_open)?,
             BackendKind::Lsm => security::attach_lsm(&mut ebpf)?,
             BackendKind::Fentry => security::attach_fentry(&mut ebpf)?,
+            BackendKind::Kprobe => security::attach_kprobe(&mut ebpf)?,
         }
         let watched = map_as(&mut ebpf, "WATCHED", BpfHashMap::try_from)?;
         let watched_inodes = map_as(&mut ebpf, "WATCHED_INODES", BpfHashMap::try_from)?;
@@ -337,6 +344,7 @@ mod tests {
             (BackendKind::Lsm, "lsm"),
             (BackendKind::Fentry, "fentry"),
             (BackendKind::Tracepoint, "tracepoint"),
+            (BackendKind::Kprobe, "kprobe"),
         ] {
             assert_eq!(kind.as_str(), name);
             assert_eq!(kind.to_string(), name);
@@ -357,12 +365,13 @@ mod tests {
     }
 
     #[test]
-    fn auto_prefers_lsm_then_fentry_then_tracepoint_and_says_why() {
+    fn auto_prefers_lsm_then_fentry_then_tracepoint_then_kprobe_and_says_why() {
         use BackendKind::*;
         let table: &[(&'static [BackendKind], Option<BackendKind>)] = &[
-            (&[Lsm, Fentry, Tracepoint], Some(Lsm)),
-            (&[Fentry, Tracepoint], Some(Fentry)),
-            (&[Tracepoint], Some(Tracepoint)),
+            (&[Lsm, Fentry, Tracepoint, Kprobe], Some(Lsm)),
+            (&[Fentry, Tracepoint, Kprobe], Some(Fentry)),
+            (&[Tracepoint, Kprobe], Some(Tracepoint)),
+            (&[Kprobe], Some(Kprobe)),
             (&[Lsm], Some(Lsm)),
             (&[Fentry], Some(Fentry)),
             (&[], None),
@@ -387,14 +396,17 @@ mod tests {
         assert_eq!(why, "lsm is the best backend and it loads here");
         let err = select(BackendRequest::Auto, only(&[])).unwrap_err();
         assert!(
-            matches!(&err, SelectError::NoneRuns { refused } if refused.len() == 3),
+            matches!(&err, SelectError::NoneRuns { refused } if refused.len() == 4),
             "{err:?}"
         );
         assert_eq!(
             sentence(&err),
             "no backend can run on this node: lsm unavailable: lsm refused; \
-             fentry unavailable: fentry refused; tracepoint unavailable: tracepoint refused"
+             fentry unavailable: fentry refused; tracepoint unavailable: tracepoint refused; \
+             kprobe unavailable: kprobe refused"
         );
+        let (_, _, why) = select(BackendRequest::Auto, only(&[Kprobe])).unwrap();
+        assert!(why.starts_with("kprobe chosen; lsm unavailable"), "{why}");
     }
 
     #[test]
@@ -420,5 +432,7 @@ mod tests {
         let (_, kind, _) =
             select(BackendRequest::Tracepoint, only(&[BackendKind::Tracepoint])).unwrap();
         assert_eq!(kind, BackendKind::Tracepoint);
+        let (_, kind, _) = select(BackendRequest::Kprobe, only(&[BackendKind::Kprobe])).unwrap();
+        assert_eq!(kind, BackendKind::Kprobe);
     }
 }

@@ -1,10 +1,13 @@
-//! The `lsm` and `fentry` backends: the same decisions made on the kernel's security hooks,
-//! which see every open and connect without taxing other syscalls. `lsm` attaches BPF LSM
-//! programs to `file_open`, `unix_stream_connect` and `unix_may_send`; `fentry` attaches
-//! trampolines to the `security_*` functions behind them. Both need BTF and are refused
-//! (EPERM) by kernels that lack BPF LSM or trampolines; auto-selection then moves on.
+//! The `lsm`, `fentry` and `kprobe` backends: the same decisions made on the kernel's security
+//! hooks, which see every open and connect without taxing other syscalls. `lsm` attaches BPF
+//! LSM programs to `file_open`, `unix_stream_connect` and `unix_may_send`; `fentry` attaches
+//! trampolines to the `security_*` functions behind them; `kprobe` puts kprobes on the same
+//! functions, for kernels that cannot route a kernel function through a trampoline (arm64
+//! before 6.4). lsm and fentry need BTF and are refused by kernels that lack BPF LSM or
+//! trampolines; kprobes are refused where the kernel forbids them (lockdown, EPERM, as on
+//! some hosts); auto-selection then moves on.
 use aya::{
-    programs::{FEntry, Lsm},
+    programs::{FEntry, KProbe, Lsm},
     Btf, Ebpf,
 };
 
@@ -23,6 +26,12 @@ const FENTRY_FUNCTIONS: &[(&str, &str)] = &[
     ("fentry_file_open", "security_file_open"),
     ("fentry_unix_stream_connect", "security_unix_stream_connect"),
     ("fentry_unix_may_send", "security_unix_may_send"),
+];
+
+const KPROBE_FUNCTIONS: &[(&str, &str)] = &[
+    ("kprobe_file_open", "security_file_open"),
+    ("kprobe_unix_stream_connect", "security_unix_stream_connect"),
+    ("kprobe_unix_may_send", "security_unix_may_send"),
 ];
 
 fn kernel_btf() -> Result<Btf, LoadError> {
@@ -72,6 +81,24 @@ pub fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), LoadError> {
         })?;
         prog.attach()
             .map_err(|e| LoadError::attach(program, function.to_string(), e))?;
+    }
+    attach_tracepoint(ebpf, "cgroup_mkdir", "cgroup", "cgroup_mkdir")
+}
+
+pub fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    for &(program, function) in KPROBE_FUNCTIONS {
+        let prog: &mut KProbe = program_as(ebpf, program)?;
+        prog.load().map_err(|e| LoadError::Refused {
+            hook: "kprobe",
+            program,
+            source: Box::new(e),
+        })?;
+        // (not `LoadError::attach`: its ENOTSUPP reading is about trampolines)
+        prog.attach(function, 0).map_err(|e| LoadError::Attach {
+            program,
+            target: function.to_string(),
+            source: Box::new(e),
+        })?;
     }
     attach_tracepoint(ebpf, "cgroup_mkdir", "cgroup", "cgroup_mkdir")
 }

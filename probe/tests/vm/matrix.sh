@@ -5,7 +5,7 @@
 . /lib.sh
 start_daemon
 echo 1 > /proc/sys/kernel/bpf_stats_enabled
-for backend in lsm fentry tracepoint; do
+for backend in lsm fentry tracepoint kprobe; do
   # tracepoint sees opens only with --detect-open; lsm and fentry see them anyway
   flags=""; [ $backend = tracepoint ] && flags=--detect-open
   if start_probe $backend $flags; then
@@ -24,7 +24,7 @@ echo 0 > /proc/sys/kernel/bpf_stats_enabled
 
 # what fentry-backend enforcement will use: fmod_ret on the security_* functions
 if /bin/sockwarden-probe check-fmod-ret >/tmp/fmod.log 2>&1; then
-  echo "SWFMOD loads"
+  echo "SWFMOD attaches"
 else
   echo "SWFMOD refused $(tr '\n' ' ' </tmp/fmod.log)"
 fi
