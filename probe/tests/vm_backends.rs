@@ -286,6 +286,17 @@ fn boot(kernel: &Kernel, image: &Path, append: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The guest kernel's own crash report (its first `Oops` or `Kernel panic` line and the
+/// instruction pointer), if the console holds one.
+fn guest_crash(console: &str) -> Option<String> {
+    let lines: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("Oops") || l.contains("Kernel panic") || l.contains("RIP: 0010"))
+        .take(3)
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
 /// Each expected `SWTEST` line is on the console.
 fn assert_all(console: &str, expected: &[String]) {
     let failures: Vec<&String> = expected
@@ -497,6 +508,19 @@ fn kernel_matrix(arch: Arch, suite: &str, version: (u32, u32)) {
             boot(&kernel, &image, &format!("{lsm} panic=-1 quiet"))
         };
         let cell = format!("{} {suite} ({version:?}) {lsm}", arch.debian());
+        // Seen once in about ten runs of a cell: a TCG guest's kernel oopses on an int3 it placed itself
+        // while patching a static branch (`syscall_trace_enter`, as the tracepoint backend's
+        // syscall tracepoints are switched on and off): the breakpoint outlives its patch
+        // under emulation. That cell boots once more, and says so; a second crash fails it.
+        let (console, guest_crash) = match guest_crash(&console) {
+            Some(crash) if !console.contains("SWDONE") => {
+                println!("[{cell}] GUEST KERNEL CRASHED, booting the cell once more:\n{crash}");
+                let _one_vm = VM.lock().unwrap_or_else(|e| e.into_inner());
+                let again = boot(&kernel, &image, &format!("{lsm} panic=-1 quiet"));
+                (again, Some(crash))
+            }
+            _ => (console, None),
+        };
         for line in console.lines().filter(|l| l.contains("SW")) {
             println!("[{cell}] {line}");
         }
@@ -606,6 +630,7 @@ fn kernel_matrix(arch: Arch, suite: &str, version: (u32, u32)) {
             "auto": auto_chose,
             "autoSees": console.lines().any(|l| l.trim() == "SWTEST auto sees PASS"),
             "fmodRetAttaches": fmod_attaches,
+            "guestKernelCrashRetried": guest_crash,
             "fmodRetRefused": console.lines().find_map(|l| l.strip_prefix("SWFMOD refused ")),
             "backends": backends,
         });
@@ -676,4 +701,10 @@ SWBENCH lsm round=3 open_base=100 open_probe=105 connect_base=10 connect_probe=1
     assert!((bench_ratio(console, "lsm", "open") - 1.05).abs() < 1e-9);
     assert!((bench_ratio(console, "lsm", "connect") - 1.2).abs() < 1e-9);
     assert!(bench_ratio(console, "fentry", "open").is_nan());
+    assert_eq!(guest_crash(console), None);
+    let crashed = "SWSTATS x\n[ 75.09] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\n[ 75.10] RIP: 0010:syscall_trace_enter+0xd8/0x1a0\n";
+    assert_eq!(
+        guest_crash(crashed).as_deref(),
+        Some("[ 75.09] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\n[ 75.10] RIP: 0010:syscall_trace_enter+0xd8/0x1a0")
+    );
 }
