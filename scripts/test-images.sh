@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 bash scripts/images.sh >/dev/null
-docker run --rm "sockwarden-probe:$version" --version | grep -qx "sockwarden-probe $version"
-docker run --rm "sockwarden-operator:$version" --version | grep -qx "sockwarden-operator $version"
+grep -qx "sockwarden-probe $version" <<<"$(docker run --rm "sockwarden-probe:$version" --version)"
+grep -qx "sockwarden-operator $version" <<<"$(docker run --rm "sockwarden-operator:$version" --version)"
 echo "[images] sockwarden-probe:$version and sockwarden-operator:$version answer --version"
 
 # Each tag is an OCI image index with exactly linux/amd64 and linux/arm64, and each
@@ -41,16 +41,19 @@ done < <("target/x86_64-unknown-linux-musl/release/sockwarden-operator" render-d
            --probe-image "sockwarden-probe:$version" | python3 scripts/daemonset-to-docker.py)
 
 name=sw-probe-image-test
+# The container's log, captured whole: `docker logs | grep -q` fails under pipefail when
+# grep exits early and docker logs is still writing (SIGPIPE), which made this check flaky.
+logs() { docker logs "$name" 2>&1; }
 docker rm -f "$name" >/dev/null 2>&1 || true
 trap 'docker rm -f "$name" >/dev/null 2>&1 || true' EXIT
 docker run -d --name "$name" "${opts[@]}" "sockwarden-probe:$version" "${args[@]}" >/dev/null
 for _ in $(seq 1 120); do
-  docker logs "$name" 2>&1 | grep -q "watching socket" && break
+  grep -q "watching socket" <<<"$(logs)" && break
   sleep 0.5
 done
-docker logs "$name" 2>&1 | grep -q "watching socket" || { docker logs "$name" >&2; exit 1; }
+grep -q "watching socket" <<<"$(logs)" || { logs >&2; echo "[images] the probe never watched a socket" >&2; exit 1; }
 # Its self-test (a canary connect its backend must report) passed with the DaemonSet's mounts.
-if docker logs "$name" 2>&1 | grep -q 'self-test'; then
+if grep -q 'self-test' <<<"$(logs)"; then
   echo "[images] the probe's self-test failed with the DaemonSet's pod spec" >&2
   docker logs "$name" >&2
   exit 1
@@ -60,11 +63,11 @@ bash scripts/attacker-image.sh sockwarden-smoke:latest
 cid=$(docker run -d --network none -v /var/run/docker.sock:/tmp/innocent.sock \
   sockwarden-smoke:latest /swclient connect /tmp/innocent.sock)
 for _ in $(seq 1 40); do
-  docker logs "$name" 2>/dev/null | grep -q "\"id\":\"$cid\"" && break
+  grep -q "\"id\":\"$cid\"" <<<"$(logs)" && break
   sleep 0.25
 done
 docker rm -f "$cid" >/dev/null
-if docker logs "$name" 2>/dev/null | grep "\"id\":\"$cid\"" | grep -q '"requestedPath":"/tmp/innocent.sock"'; then
+if grep "\"id\":\"$cid\"" <<<"$(logs)" | grep '"requestedPath":"/tmp/innocent.sock"' >/dev/null; then
   echo "[images] the probe image with the DaemonSet's pod spec detected container ${cid:0:12}: ok"
 else
   echo "[images] no finding for $cid from the probe image" >&2
