@@ -4,7 +4,8 @@
 # the Dockerfile once per platform into a manifest list, written as an OCI image index to
 #   target/images/sockwarden-<name>-<version>.oci.tar   (oci-archive, tag <version>)
 # and the host's architecture is loaded from that archive into the local Docker Engine
-# (which the tests and the test bed run), so both see the same image bytes.
+# (which the tests and the test bed run), so both run the index's image: Docker's image ID
+# is the amd64 manifest's config digest.
 # Prints the Docker tags. Tags follow the workspace version (= the chart's appVersion).
 set -euo pipefail
 cd "$(dirname "$0")/.."

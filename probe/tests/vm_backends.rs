@@ -2,10 +2,10 @@
 //! (bookworm) and 6.12 (trixie), for amd64 and for arm64, downloaded once
 //! (`tests/vm/fetch-kernel.sh`) and booted under qemu (TCG; arm64 emulated on this x86-64
 //! machine) with an initramfs holding busybox, the probe and the static test client, all
-//! built for the guest's architecture. Each kernel boots twice, with `bpf` in its own `lsm=` list and without it; in each
-//! cell (`tests/vm/matrix.sh`) every backend is forced in turn and either runs every
-//! scenario or says why it cannot, auto picks the best and sees, and each hook's cost is
-//! read from the kernel's BPF statistics. Results come back on the serial console.
+//! built for the guest's architecture. Each kernel boots twice, with `bpf` in its own `lsm=`
+//! list and without it; in each cell (`tests/vm/matrix.sh`) every backend is forced in turn
+//! and either runs every scenario or says why it cannot, auto picks the best and sees, and
+//! each hook's cost is read from the kernel's BPF statistics. Results come back on the serial console.
 mod common;
 
 use std::{
@@ -232,8 +232,8 @@ fn initramfs(dir: &Path, kernel: &Kernel) -> PathBuf {
     image
 }
 
-/// Root, the tools and (arm64) the cross-built probe, or `None` (skipped with the reason;
-/// CI must not skip).
+/// Root, the tools and (arm64) the cross-built probe; false when any is missing (skipped
+/// with the reason; CI must not skip).
 fn vm_ready(arch: Arch) -> bool {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     let mut missing: Vec<String> = [
@@ -263,8 +263,10 @@ fn vm_ready(arch: Arch) -> bool {
     true
 }
 
-/// Boots `kernel` with `append` (after its console) on the command line; its serial console.
+/// Boots `kernel` with `append` (after its console) on the command line, one VM at a time
+/// ([`VM`]); its serial console.
 fn boot(kernel: &Kernel, image: &Path, append: &str) -> String {
+    let _one_vm = VM.lock().unwrap_or_else(|e| e.into_inner());
     let started = std::time::Instant::now();
     let append = format!("{} {append}", kernel.arch.console());
     let out = Command::new("timeout")
@@ -322,14 +324,11 @@ fn debian_vm_6_1_with_bpf_lsm_built_but_inactive_auto_falls_back_and_still_repor
     let kernel = Kernel::debian("bookworm", Arch::Amd64);
     let work = tempfile::tempdir().unwrap();
     let image = initramfs(work.path(), &kernel);
-    let console = {
-        let _one_vm = VM.lock().unwrap_or_else(|e| e.into_inner());
-        boot(
-            &kernel,
-            &image,
-            "lsm=lockdown,capability sw_mode=fallback panic=-1 quiet",
-        )
-    };
+    let console = boot(
+        &kernel,
+        &image,
+        "lsm=lockdown,capability sw_mode=fallback panic=-1 quiet",
+    );
     for line in console.lines().filter(|l| l.contains("SW")) {
         println!("{line}");
     }
@@ -503,21 +502,18 @@ fn kernel_matrix(arch: Arch, suite: &str, version: (u32, u32)) {
     let mut problems = Vec::new();
     for bpf_lsm in [true, false] {
         let lsm = kernel.lsm_param(bpf_lsm);
-        let console = {
-            let _one_vm = VM.lock().unwrap_or_else(|e| e.into_inner());
-            boot(&kernel, &image, &format!("{lsm} panic=-1 quiet"))
-        };
+        let append = format!("{lsm} panic=-1 quiet");
+        let console = boot(&kernel, &image, &append);
         let cell = format!("{} {suite} ({version:?}) {lsm}", arch.debian());
-        // Seen once in about ten runs of a cell: a TCG guest's kernel oopses on an int3 it placed itself
-        // while patching a static branch (`syscall_trace_enter`, as the tracepoint backend's
-        // syscall tracepoints are switched on and off): the breakpoint outlives its patch
-        // under emulation. That cell boots once more, and says so; a second crash fails it.
+        // Seen once in about ten runs of a cell: a TCG guest's kernel oopses on an int3 it
+        // placed itself while patching a static branch (`syscall_trace_enter`, as the
+        // tracepoint backend's syscall tracepoints are switched on and off): the breakpoint
+        // outlives its patch under emulation. That cell boots once more, and says so; a
+        // second crash fails it.
         let (console, guest_crash) = match guest_crash(&console) {
             Some(crash) if !console.contains("SWDONE") => {
                 println!("[{cell}] GUEST KERNEL CRASHED, booting the cell once more:\n{crash}");
-                let _one_vm = VM.lock().unwrap_or_else(|e| e.into_inner());
-                let again = boot(&kernel, &image, &format!("{lsm} panic=-1 quiet"));
-                (again, Some(crash))
+                (boot(&kernel, &image, &append), Some(crash))
             }
             _ => (console, None),
         };

@@ -72,11 +72,13 @@ pub enum ObjectMismatch {
     Map(#[from] MapError),
 }
 
+/// `ENOTSUPP`: a kernel-internal errno, not in libc, that leaks to user space when a
+/// trampoline program's attach is refused (arm64 before 6.4).
+pub(super) const ENOTSUPP: i32 = 524;
+
 impl LoadError {
-    /// An attach failure, or [`LoadError::NoTrampoline`] where the kernel says `ENOTSUPP` (524;
-    /// not in libc, it is a kernel-internal errno that leaks to user space here).
+    /// An attach failure, or [`LoadError::NoTrampoline`] where the kernel says [`ENOTSUPP`].
     pub(super) fn attach(program: &'static str, target: String, source: ProgramError) -> Self {
-        const ENOTSUPP: i32 = 524;
         match &source {
             ProgramError::SyscallError(e) if e.io_error.raw_os_error() == Some(ENOTSUPP) => {
                 LoadError::NoTrampoline { program, target }
@@ -166,7 +168,7 @@ mod tests {
                 }),
             )
         };
-        let no_trampoline = attach(524);
+        let no_trampoline = attach(ENOTSUPP);
         assert!(matches!(no_trampoline, LoadError::NoTrampoline { .. }));
         assert!(sentence(&no_trampoline).contains("arm64 needs Linux 6.4 or newer"));
         assert!(matches!(attach(libc::EPERM), LoadError::Attach { .. }));

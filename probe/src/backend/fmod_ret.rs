@@ -3,9 +3,14 @@
 //! for it, so this loads a minimal one (`r0 = 0; exit`: returning 0 lets the function run as
 //! usual) with a small `bpf(2)` call of our own, attaches it, and closes both descriptors,
 //! which detaches it. Attaching matters: arm64 kernels before 6.4 load it and cannot attach.
-use std::path::{Path, PathBuf};
+use std::{
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
+};
 
 use btf_rs::{Btf, Type};
+
+use super::error::ENOTSUPP;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FmodRetError {
@@ -29,10 +34,10 @@ pub enum FmodRetError {
     Attach(std::io::Error),
 }
 
-/// The attach errno in words; 524 (ENOTSUPP, kernel-internal) has none in libc.
+/// The attach errno in words; ENOTSUPP (kernel-internal) has none in libc.
 fn attach_words(e: &std::io::Error) -> String {
     match e.raw_os_error() {
-        Some(524) => "ENOTSUPP (524): no BPF trampolines on kernel functions here".into(),
+        Some(ENOTSUPP) => "ENOTSUPP (524): no BPF trampolines on kernel functions here".into(),
         _ => e.to_string(),
     }
 }
@@ -89,43 +94,34 @@ pub fn check_attaches(btf_path: &Path, function: &str) -> Result<(), FmodRetErro
     put32(&mut attr, 68, BPF_MODIFY_RETURN); // expected_attach_type
     put32(&mut attr, 108, btf_id); // attach_btf_id (vmlinux)
                                    // SAFETY: attr is a valid bpf_attr prefix; the pointers in it outlive the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            attr.as_ptr(),
-            attr.len() as u32,
-        )
-    };
-    if fd < 0 {
-        let source = std::io::Error::last_os_error();
+    let prog = unsafe { sys_bpf(BPF_PROG_LOAD, &attr) }.map_err(|source| {
         let log = String::from_utf8_lossy(&log);
-        return Err(FmodRetError::Refused {
+        FmodRetError::Refused {
             source,
             log: log.trim_end_matches('\0').trim().to_string(),
-        });
-    }
+        }
+    })?;
     // Attach: union bpf_attr, raw_tracepoint variant { u64 name = 0; u32 prog_fd }, which
     // for a tracing program attaches it to the function it was loaded for.
     let mut attach = [0u8; 16];
-    attach[8..12].copy_from_slice(&(fd as u32).to_ne_bytes());
-    // SAFETY: attach is a valid bpf_attr prefix.
-    let link = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_RAW_TRACEPOINT_OPEN,
-            attach.as_ptr(),
-            attach.len() as u32,
-        )
-    };
-    let attached = if link < 0 {
-        Err(FmodRetError::Attach(std::io::Error::last_os_error()))
-    } else {
-        // SAFETY: the kernel returned an fd we own; closing it detaches the program.
-        unsafe { libc::close(link as i32) };
-        Ok(())
-    };
-    // SAFETY: the kernel returned an fd we own.
-    unsafe { libc::close(fd as i32) };
-    attached
+    attach[8..12].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
+    // SAFETY: attach is a valid bpf_attr prefix. The link is dropped at once, which closes
+    // it and detaches the program, before `prog` is closed.
+    unsafe { sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &attach) }
+        .map(drop)
+        .map_err(FmodRetError::Attach)
+}
+
+/// `bpf(cmd, attr)`: the descriptor the kernel returns, owned (closed on drop), or its errno.
+///
+/// # Safety
+/// `attr` must be a valid `union bpf_attr` prefix for `cmd`, and every pointer in it must
+/// stay valid for the call.
+unsafe fn sys_bpf(cmd: libc::c_long, attr: &[u8]) -> std::io::Result<OwnedFd> {
+    let fd = libc::syscall(libc::SYS_bpf, cmd, attr.as_ptr(), attr.len() as u32);
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(OwnedFd::from_raw_fd(fd as i32))
 }

@@ -84,8 +84,7 @@ fn refusals<E: StdError + 'static>(refused: &[(BackendKind, E)]) -> String {
 }
 
 /// Tries backends in the order lsm > fentry > tracepoint > kprobe (or only the one asked for)
-/// and
-/// returns the first that `try_load` brings up, with a sentence saying why, for logs and
+/// and returns the first that `try_load` brings up, with a sentence saying why, for logs and
 /// status.
 pub fn select<T, E: StdError + 'static>(
     request: BackendRequest,
