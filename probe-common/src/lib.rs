@@ -67,6 +67,10 @@ pub struct Event {
     pub dirfd: i32,
     /// Bytes of `path` that hold the requested path (0 = unknown).
     pub path_len: u32,
+    /// What the kernel did about it (an [`action`] code).
+    pub action: u32,
+    /// Zero (keeps `cgroup_id` 8-aligned without implicit padding).
+    pub reserved: u32,
     /// cgroup v2 id of the task (`CGROUP_MKDIR`: the new cgroup's id).
     pub cgroup_id: u64,
     /// `bpf_ktime_get_ns` at the hook: lets the probe measure detection latency.
@@ -83,6 +87,37 @@ pub struct Event {
     /// cgroup mkdir: the cgroup path). NUL-terminated when shorter than `PATH_LEN`.
     pub path: [u8; PATH_LEN],
 }
+
+/// What the kernel did about a touch of a watched socket ([`Event::action`]).
+pub mod action {
+    /// Let through (no Enforce verdict for the caller's cgroup, or enforcement is off).
+    pub const NONE: u32 = 0;
+    /// The hook returned `-EPERM`: the syscall failed (`lsm`, `fentry` with `fmod_ret`).
+    pub const REFUSED: u32 = 1;
+    /// The caller was sent SIGKILL in its own context, before the syscall returned to it
+    /// (`tracepoint`, `kprobe`: hooks that cannot change a return value).
+    pub const KILLED: u32 = 2;
+}
+
+/// Enforcement verdicts, the values of the `VERDICTS` map (keyed by cgroup v2 id). The kernel
+/// judges a caller by its own cgroup's entry, else by the nearest ancestor holding a subtree
+/// verdict ([`verdict::ALLOW`] or [`verdict::BLOCK`]); no entry at all means a cgroup the
+/// probe has not attributed yet, which is refused while enforcing.
+pub mod verdict {
+    /// This cgroup and every cgroup below it may use runtime sockets (an exempt or
+    /// out-of-scope container; the probe itself).
+    pub const ALLOW: u32 = 1;
+    /// This cgroup only (a host cgroup: `/`, `system.slice`, the kubelet's and the runtimes'):
+    /// a container cgroup created below it is not covered until it is attributed.
+    pub const ALLOW_EXACT: u32 = 2;
+    /// This cgroup and every cgroup below it are refused (a container under Enforce).
+    pub const BLOCK: u32 = 3;
+}
+
+/// Most cgroups with a verdict at once.
+pub const MAX_VERDICTS: u32 = 65_536;
+/// How many ancestors the kernel climbs looking for a subtree verdict.
+pub const MAX_CGROUP_DEPTH: u32 = 16;
 
 /// Key of the watched-socket map: the socket file's identity. Inode numbers repeat across
 /// file systems, so the device is part of the key.
@@ -101,6 +136,8 @@ pub struct WatchedKey {
 pub struct KernelOffsets {
     /// `sock.__sk_common.skc_state`
     pub sock_state: u32,
+    /// `sock.__sk_common.skc_family`
+    pub sock_family: u32,
     /// `unix_sock.path.dentry`
     pub unix_sock_path_dentry: u32,
     /// `dentry.d_inode`
@@ -149,6 +186,19 @@ pub struct KernelOffsets {
     /// Where the syscall's saved registers sit from the base of the task's kernel stack
     /// (THREAD_SIZE minus `sizeof(struct pt_regs)`); used only with `task_stack`.
     pub stack_pt_regs: u32,
+    /// `task_struct.cgroups`
+    pub task_cgroups: u32,
+    /// `css_set.dfl_cgrp`
+    pub css_set_dfl_cgrp: u32,
+    /// `cgroup.kn`
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id` (the cgroup v2 id)
+    pub kernfs_node_id: u32,
+    /// `cgroup.self.parent`: the parent's `self` css, which is the parent `cgroup` itself
+    /// less [`KernelOffsets::cgroup_self`].
+    pub cgroup_parent: u32,
+    /// `cgroup.self`
+    pub cgroup_self: u32,
 }
 
 /// Load-time settings written into `.rodata`.
@@ -169,9 +219,6 @@ pub struct ProbeConfig {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecordFields {
-    /// `sock:sk_data_ready`: `skaddr`, `family`.
-    pub data_ready_sk: u32,
-    pub data_ready_family: u32,
     /// `syscalls:sys_enter_openat`: `dfd`, `filename`, `flags`.
     pub openat_dfd: u32,
     pub openat_filename: u32,
@@ -207,7 +254,9 @@ pub const COUNTER_MATCHED: u32 = 1;
 pub const COUNTER_CONNECT_RINGBUF_DROPS: u32 = 2;
 /// ENXIO opens not queued because their cgroup exceeded its rate.
 pub const COUNTER_OPENS_LIMITED: u32 = 3;
-pub const COUNTERS_LEN: u32 = 4;
+/// Touches refused or stopped by an Enforce verdict.
+pub const COUNTER_BLOCKED: u32 = 4;
+pub const COUNTERS_LEN: u32 = 5;
 
 // Layout assertions. The eBPF object (target bpfel) writes these types and the probe (the
 // host's target) reads them, or the other way round, each compiled from this file on its own:
@@ -233,7 +282,7 @@ macro_rules! assert_layout {
     };
 }
 
-assert_layout!(Event, size = 360, align = 8, {
+assert_layout!(Event, size = 368, align = 8, {
     kind: 0,
     flags: 4,
     tid: 8,
@@ -246,13 +295,15 @@ assert_layout!(Event, size = 360, align = 8, {
     ret: 36,
     dirfd: 40,
     path_len: 44,
-    cgroup_id: 48,
-    ktime_ns: 56,
-    start_ns: 64,
-    dev: 72,
-    ino: 80,
-    comm: 88,
-    path: 104,
+    action: 48,
+    reserved: 52,
+    cgroup_id: 56,
+    ktime_ns: 64,
+    start_ns: 72,
+    dev: 80,
+    ino: 88,
+    comm: 96,
+    path: 112,
 });
 // `path` is last: the cgroup_mkdir program zeroes the `size_of::<Event>() - PATH_LEN` bytes
 // before it.
@@ -261,31 +312,38 @@ const _: () =
 
 assert_layout!(WatchedKey, size = 16, align = 8, { dev: 0, ino: 8 });
 
-assert_layout!(KernelOffsets, size = 96, align = 4, {
+assert_layout!(KernelOffsets, size = 124, align = 4, {
     sock_state: 0,
-    unix_sock_path_dentry: 4,
-    dentry_inode: 8,
-    inode_ino: 12,
-    inode_sb: 16,
-    sb_dev: 20,
-    task_real_parent: 24,
-    task_tgid: 28,
-    task_nsproxy: 32,
-    nsproxy_mnt_ns: 36,
-    nsproxy_pid_ns: 40,
-    mnt_ns_inum: 44,
-    pid_ns_inum: 48,
-    regs_syscall_nr: 52,
-    regs_arg2: 56,
-    regs_arg1: 60,
-    file_inode: 64,
-    file_flags: 68,
-    inode_mode: 72,
-    socket_sk: 76,
-    task_group_leader: 80,
-    task_start_boottime: 84,
-    task_stack: 88,
-    stack_pt_regs: 92,
+    sock_family: 4,
+    unix_sock_path_dentry: 8,
+    dentry_inode: 12,
+    inode_ino: 16,
+    inode_sb: 20,
+    sb_dev: 24,
+    task_real_parent: 28,
+    task_tgid: 32,
+    task_nsproxy: 36,
+    nsproxy_mnt_ns: 40,
+    nsproxy_pid_ns: 44,
+    mnt_ns_inum: 48,
+    pid_ns_inum: 52,
+    regs_syscall_nr: 56,
+    regs_arg2: 60,
+    regs_arg1: 64,
+    file_inode: 68,
+    file_flags: 72,
+    inode_mode: 76,
+    socket_sk: 80,
+    task_group_leader: 84,
+    task_start_boottime: 88,
+    task_stack: 92,
+    stack_pt_regs: 96,
+    task_cgroups: 100,
+    css_set_dfl_cgrp: 104,
+    cgroup_kn: 108,
+    kernfs_node_id: 112,
+    cgroup_parent: 116,
+    cgroup_self: 120,
 });
 
 assert_layout!(ProbeConfig, size = 16, align = 4, {
@@ -295,23 +353,21 @@ assert_layout!(ProbeConfig, size = 16, align = 4, {
     openat2_syscall_nr: 12,
 });
 
-assert_layout!(RecordFields, size = 64, align = 4, {
-    data_ready_sk: 0,
-    data_ready_family: 4,
-    openat_dfd: 8,
-    openat_filename: 12,
-    openat_flags: 16,
-    open_filename: 20,
-    open_flags: 24,
-    openat2_dfd: 28,
-    openat2_filename: 32,
-    openat2_how: 36,
-    exit_openat_ret: 40,
-    exit_open_ret: 44,
-    exit_openat2_ret: 48,
-    mkdir_root: 52,
-    mkdir_id: 56,
-    mkdir_path: 60,
+assert_layout!(RecordFields, size = 56, align = 4, {
+    openat_dfd: 0,
+    openat_filename: 4,
+    openat_flags: 8,
+    open_filename: 12,
+    open_flags: 16,
+    openat2_dfd: 20,
+    openat2_filename: 24,
+    openat2_how: 28,
+    exit_openat_ret: 32,
+    exit_open_ret: 36,
+    exit_openat2_ret: 40,
+    mkdir_root: 44,
+    mkdir_id: 48,
+    mkdir_path: 52,
 });
 
 #[cfg(feature = "user")]

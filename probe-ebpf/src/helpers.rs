@@ -109,6 +109,8 @@ pub(crate) fn fill_task(event: *mut Event, kind: u32, task: u64, mnt_ns: u32, pi
         addr_of_mut!((*event).ret).write(0);
         addr_of_mut!((*event).dirfd).write(-100);
         addr_of_mut!((*event).path_len).write(0);
+        addr_of_mut!((*event).action).write(probe_common::action::NONE);
+        addr_of_mut!((*event).reserved).write(0);
         addr_of_mut!((*event).cgroup_id).write(bpf_get_current_cgroup_id());
         addr_of_mut!((*event).ktime_ns).write(bpf_ktime_get_ns());
         addr_of_mut!((*event).start_ns).write(start_ns);
@@ -154,7 +156,7 @@ pub(crate) fn watched_inode(inode: u64) -> Option<(u64, u64)> {
 /// joined the host's namespaces (hostPID + nsenter). Only touches of watched sockets get
 /// here, so host traffic on the ring buffer is bounded by connects to runtime sockets.
 #[inline(always)]
-pub(crate) fn emit(kind: u32, dev: u64, ino: u64, flags: u32) -> Option<()> {
+pub(crate) fn emit(kind: u32, dev: u64, ino: u64, flags: u32, action: u32) -> Option<()> {
     let task = unsafe { bpf_get_current_task() };
     let (mnt_ns, pid_ns) = namespaces(task)?;
     let mut entry = reserve(kind)?;
@@ -164,6 +166,7 @@ pub(crate) fn emit(kind: u32, dev: u64, ino: u64, flags: u32) -> Option<()> {
         addr_of_mut!((*event).dev).write(dev);
         addr_of_mut!((*event).ino).write(ino);
         addr_of_mut!((*event).flags).write(flags);
+        addr_of_mut!((*event).action).write(action);
     }
     requested_path(event, kind == kind::CONNECT);
     entry.submit(0);

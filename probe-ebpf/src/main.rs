@@ -13,6 +13,9 @@
 //! - [`cgroup`]: `cgroup_mkdir` (tracepoint `cgroup:cgroup_mkdir`), new cgroup v2 directories,
 //!   so events from containers that are already gone can still be attributed.
 //!
+//! [`enforce`] decides, after a match, whether the caller is refused (a verdict map by cgroup
+//! id that the probe keeps), and each hook refuses in the strongest way its kind allows.
+//!
 //! [`maps`] holds every map and the `.rodata` globals the probe fills at load time, and
 //! [`helpers`] what the families share (kernel reads, the caller's identity, event emission).
 //! User space finds programs, maps and globals by their symbol names, which are the item
@@ -22,6 +25,7 @@
 
 mod cgroup;
 mod connect;
+mod enforce;
 mod helpers;
 mod maps;
 mod open;

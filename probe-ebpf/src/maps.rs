@@ -7,16 +7,17 @@
 //! connects (or opens) by flooding. Tracepoint record offsets come from tracefs via `FIELDS`.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use probe_common::{
-    KernelOffsets, ProbeConfig, RecordFields, WatchedKey, COUNTERS_LEN, MAX_WATCHED,
+    KernelOffsets, ProbeConfig, RecordFields, WatchedKey, COUNTERS_LEN, MAX_VERDICTS, MAX_WATCHED,
 };
 
 /// Filled by the probe at load time from the running kernel's BTF.
 #[no_mangle]
 pub static OFFSETS: KernelOffsets = KernelOffsets {
     sock_state: 0,
+    sock_family: 0,
     unix_sock_path_dentry: 0,
     dentry_inode: 0,
     inode_ino: 0,
@@ -40,6 +41,12 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     task_start_boottime: 0,
     task_stack: 0,
     stack_pt_regs: 0,
+    task_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
+    cgroup_parent: 0,
+    cgroup_self: 0,
 };
 
 #[no_mangle]
@@ -53,8 +60,6 @@ pub static CONFIG: ProbeConfig = ProbeConfig {
 /// Filled by the probe at load time from the kernel's tracefs `format` files.
 #[no_mangle]
 pub static FIELDS: RecordFields = RecordFields {
-    data_ready_sk: 0,
-    data_ready_family: 0,
     openat_dfd: 0,
     openat_filename: 0,
     openat_flags: 0,
@@ -107,3 +112,21 @@ pub struct PendingOpen {
 
 #[map]
 pub static PENDING_OPENS: LruHashMap<u32, PendingOpen> = LruHashMap::with_max_entries(8192, 0);
+
+// --- enforcement (see `crate::enforce`) ---
+
+/// Slot 0: 1 while this node enforces, 0 while it only reports. A map, not `.rodata`, so the
+/// probe switches it without reloading, and pinned programs keep the last value it wrote.
+#[map]
+pub static ENFORCE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Verdicts by cgroup v2 id (`probe_common::verdict`), kept in sync by the probe.
+#[map]
+pub static VERDICTS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_VERDICTS, 0);
+
+/// The `fentry` backend's hand-off to its `fmod_ret` programs: the `fentry` program on a
+/// `security_*` function decides, and records here (by pid_tgid) a caller to refuse; the
+/// `fmod_ret` program on the same function, which runs next in the same task, takes the entry
+/// and returns `-EPERM`. LRU: an entry whose `fmod_ret` never ran cannot fill the map.
+#[map]
+pub static REFUSE_NEXT: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);

@@ -15,8 +15,10 @@ use aya_ebpf::{
     macros::{fentry, kprobe, lsm, tracepoint},
     programs::{FEntryContext, LsmContext, ProbeContext, TracePointContext},
 };
-use probe_common::{kind, COUNTER_OPENS_LIMITED, OPEN_BURST, OPEN_RATE_PER_SEC, PATH_LEN};
+use probe_common::{action, kind, COUNTER_OPENS_LIMITED, OPEN_BURST, OPEN_RATE_PER_SEC, PATH_LEN};
 
+use crate::connect::EPERM;
+use crate::enforce::{enforce, Refusal};
 use crate::helpers::{
     bump, copy_user_path, emit, field, fill_task, namespaces, read, reserve, rodata, watched_inode,
 };
@@ -32,7 +34,7 @@ const S_IFSOCK: u16 = 0o140000;
 /// `security_file_open`: a socket inode first (one read decides for nearly every open), write
 /// intent next, then the watched map.
 #[inline(always)]
-fn on_file_open(file: u64) -> Option<()> {
+fn on_file_open(file: u64, how: Refusal) -> Option<u32> {
     // `file` is a BTF-typed hook argument: the verifier lets us load its fields directly
     // (fault-safe), without a helper call — this is the cost every open in the system pays.
     let inode_at = rodata!(OFFSETS.file_inode) as usize;
@@ -42,13 +44,13 @@ fn on_file_open(file: u64) -> Option<()> {
     }
     let mode_at = rodata!(OFFSETS.inode_mode) as usize;
     let mode: u16 = unsafe { read_volatile((inode as *const u8).add(mode_at) as *const u16) };
-    on_socket_file_open(file, inode, mode)
+    on_socket_file_open(file, inode, mode, how)
 }
 
 /// The rest of `security_file_open` once the inode and its mode are read (each hook family
 /// reads them its own way).
 #[inline(always)]
-fn on_socket_file_open(file: u64, inode: u64, mode: u16) -> Option<()> {
+fn on_socket_file_open(file: u64, inode: u64, mode: u16, how: Refusal) -> Option<u32> {
     if mode & S_IFMT != S_IFSOCK {
         return None;
     }
@@ -57,18 +59,22 @@ fn on_socket_file_open(file: u64, inode: u64, mode: u16) -> Option<()> {
         return None;
     }
     let (dev, ino) = watched_inode(inode)?;
-    emit(kind::OPEN, dev, ino, flags)
+    let action = enforce(how);
+    let _ = emit(kind::OPEN, dev, ino, flags, action);
+    Some(action)
 }
 
 #[lsm(hook = "file_open")]
 pub fn lsm_file_open(ctx: LsmContext) -> i32 {
-    let _ = on_file_open(ctx.arg::<u64>(0));
-    0
+    match on_file_open(ctx.arg::<u64>(0), Refusal::Return) {
+        Some(action::REFUSED) => -EPERM,
+        _ => 0,
+    }
 }
 
 #[fentry(function = "security_file_open")]
 pub fn fentry_file_open(ctx: FEntryContext) -> u32 {
-    let _ = on_file_open(ctx.arg::<u64>(0));
+    let _ = on_file_open(ctx.arg::<u64>(0), Refusal::HandOff);
     0
 }
 
@@ -81,14 +87,14 @@ pub fn kprobe_file_open(ctx: ProbeContext) -> u32 {
 }
 
 #[inline(always)]
-fn on_file_open_probed(ctx: &ProbeContext) -> Option<()> {
+fn on_file_open_probed(ctx: &ProbeContext) -> Option<u32> {
     let file: u64 = ctx.arg(0)?;
     let inode: u64 = read(file, rodata!(OFFSETS.file_inode))?;
     if inode == 0 {
         return None;
     }
     let mode: u16 = read(inode, rodata!(OFFSETS.inode_mode))?;
-    on_socket_file_open(file, inode, mode)
+    on_socket_file_open(file, inode, mode, Refusal::Kill)
 }
 
 // --- tracepoint backend: open(2) with write intent, syscall entry to exit ---

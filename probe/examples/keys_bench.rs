@@ -132,6 +132,7 @@ fn finding(container: usize, program: usize) -> Finding {
         cgroup: CgroupInfo { id: 1, path: None },
         backend: probe::backend::BackendKind::Tracepoint,
         action: api::FindingAction::Audit,
+        enforcement: None,
     }
 }
 

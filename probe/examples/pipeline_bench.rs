@@ -154,6 +154,7 @@ async fn bench() {
         sink: ClusterForwarder::new(tx, metrics.clone()),
         proc_cache: HashMap::new(),
         canary: None,
+        enforcer: None,
     };
     // cgroup ids learned as the containers' cgroups were made
     for (i, id) in ids.iter().enumerate() {

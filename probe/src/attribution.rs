@@ -77,43 +77,14 @@ impl CgroupIndex {
         }
     }
 
-    /// Records every cgroup in the v2 tree (a cgroup's id is its directory's inode number).
+    /// Records every cgroup in the v2 tree.
     pub fn walk(&mut self) {
         self.last_walk = Some(Instant::now());
         let Some(mount) = self.mount.clone() else {
             return;
         };
-        let mut stack = vec![mount.clone()];
-        let mut visited = 0;
-        while let Some(dir) = stack.pop() {
-            visited += 1;
-            if visited > MAX_WALK {
-                tracing::warn!(visited, "cgroup tree walk stopped at its bound");
-                break;
-            }
-            let Ok(meta) = std::fs::metadata(&dir) else {
-                continue;
-            };
-            let rel = dir
-                .strip_prefix(&mount)
-                .map(|p| format!("/{}", p.display()))
-                .unwrap_or_default();
-            self.record(
-                meta.ino(),
-                if rel == "/" {
-                    rel
-                } else {
-                    rel.trim_end_matches('/').to_string()
-                },
-            );
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    stack.push(entry.path());
-                }
-            }
+        for (id, path) in walk_tree(&mount) {
+            self.record(id, path);
         }
     }
 
@@ -132,6 +103,44 @@ impl CgroupIndex {
             std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup")).ok()?;
         unified_path_from_proc(&content).map(str::to_string)
     }
+}
+
+/// Every cgroup under a cgroup v2 `mount`, as (id, path from the root): a cgroup's id is its
+/// directory's inode number. Bounded by [`MAX_WALK`] directories.
+pub fn walk_tree(mount: &Path) -> Vec<(u64, String)> {
+    let mut found = Vec::new();
+    let mut stack = vec![mount.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if found.len() >= MAX_WALK {
+            tracing::warn!(
+                visited = found.len(),
+                "cgroup tree walk stopped at its bound"
+            );
+            break;
+        }
+        let Ok(meta) = std::fs::metadata(&dir) else {
+            continue;
+        };
+        let rel = dir
+            .strip_prefix(mount)
+            .map(|p| format!("/{}", p.display()))
+            .unwrap_or_default();
+        let rel = if rel == "/" {
+            rel
+        } else {
+            rel.trim_end_matches('/').to_string()
+        };
+        found.push((meta.ino(), rel));
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    found
 }
 
 #[cfg(test)]

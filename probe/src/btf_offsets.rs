@@ -124,6 +124,7 @@ impl KernelBtf {
         };
         Ok(KernelOffsets {
             sock_state: self.offset("sock", "__sk_common.skc_state")?,
+            sock_family: self.offset("sock", "__sk_common.skc_family")?,
             unix_sock_path_dentry: self.offset("unix_sock", "path.dentry")?,
             dentry_inode: self.offset("dentry", "d_inode")?,
             inode_ino: self.offset("inode", "i_ino")?,
@@ -152,6 +153,12 @@ impl KernelBtf {
                 .unwrap_or(0),
             task_stack,
             stack_pt_regs,
+            task_cgroups: self.offset("task_struct", "cgroups")?,
+            css_set_dfl_cgrp: self.offset("css_set", "dfl_cgrp")?,
+            cgroup_kn: self.offset("cgroup", "kn")?,
+            kernfs_node_id: self.offset("kernfs_node", "id")?,
+            cgroup_parent: self.offset("cgroup", "self.parent")?,
+            cgroup_self: self.offset("cgroup", "self")?,
         })
     }
 

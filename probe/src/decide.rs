@@ -1,7 +1,5 @@
 //! The decision core shared by every attach backend: given a matched event, the socket it
 //! touched and where the caller lives, is this a finding, and what does it say?
-use api::FindingAction;
-
 use crate::{
     backend::BackendKind,
     cgroup::{parse_cgroup_path, ContainerRef},
@@ -131,8 +129,9 @@ impl Decider {
                 path: cgroup_path,
             },
             backend: self.backend,
-            // Nothing is blocked yet: enforcement comes with the enforcing backends.
-            action: FindingAction::Audit,
+            // What the kernel did, not what user space thinks it should have done.
+            action: ev.action.finding_action(),
+            enforcement: ev.action.how(),
         })
     }
 }

@@ -28,6 +28,46 @@ pub struct SocketEvent {
     pub ktime_ns: u64,
     /// When the process started (ns since boot; 0 = unknown).
     pub start_ns: u64,
+    /// What the kernel did about it.
+    pub action: KernelAction,
+}
+
+/// What the kernel did about a touch of a watched socket (`probe_common::action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelAction {
+    /// Let through.
+    None,
+    /// The syscall failed with EPERM.
+    Refused,
+    /// The caller was sent SIGKILL before the syscall returned to it.
+    Killed,
+}
+
+impl KernelAction {
+    fn from_code(code: u32) -> Self {
+        match code {
+            probe_common::action::REFUSED => KernelAction::Refused,
+            probe_common::action::KILLED => KernelAction::Killed,
+            _ => KernelAction::None,
+        }
+    }
+
+    /// How a blocked touch was stopped, in the finding's words.
+    pub fn how(self) -> Option<&'static str> {
+        match self {
+            KernelAction::None => None,
+            KernelAction::Refused => Some("EPERM"),
+            KernelAction::Killed => Some("SIGKILL"),
+        }
+    }
+
+    /// The finding's `action`.
+    pub fn finding_action(self) -> api::FindingAction {
+        match self {
+            KernelAction::None => api::FindingAction::Audit,
+            KernelAction::Refused | KernelAction::Killed => api::FindingAction::Blocked,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +125,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         path,
         ktime_ns: e.ktime_ns,
         start_ns: e.start_ns,
+        action: KernelAction::from_code(e.action),
     }))
 }
 
@@ -199,6 +240,10 @@ mod tests {
         put(offset_of!(Event, ret), &(-6i32).to_ne_bytes());
         put(offset_of!(Event, dirfd), &7i32.to_ne_bytes());
         put(offset_of!(Event, path_len), &11u32.to_ne_bytes());
+        put(
+            offset_of!(Event, action),
+            &probe_common::action::KILLED.to_ne_bytes(),
+        );
         put(offset_of!(Event, cgroup_id), &778u64.to_ne_bytes());
         put(offset_of!(Event, ktime_ns), &123_456_789u64.to_ne_bytes());
         put(offset_of!(Event, start_ns), &987_654_321u64.to_ne_bytes());
@@ -233,6 +278,7 @@ mod tests {
                 path: Some("docker.sock".into()),
                 ktime_ns: 123_456_789,
                 start_ns: 987_654_321,
+                action: KernelAction::Killed,
             }
         );
     }

@@ -82,9 +82,13 @@ pub struct Finding {
     pub namespaces: Namespaces,
     pub cgroup: CgroupInfo,
     pub backend: BackendKind,
-    /// `Audit` (reported), as on the API object and the metrics — enforcement is a later
-    /// backend feature.
+    /// `Audit` (let through, reported) or `Blocked` (refused by the kernel under an Enforce
+    /// verdict), as on the API object and the metrics.
     pub action: FindingAction,
+    /// How a `Blocked` touch was stopped: `EPERM` (the syscall failed) or `SIGKILL` (the
+    /// caller was killed before the syscall returned to it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<&'static str>,
 }
 
 impl Finding {
@@ -190,6 +194,7 @@ pub(crate) fn sample() -> Finding {
         },
         backend: BackendKind::Tracepoint,
         action: FindingAction::Audit,
+        enforcement: None,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod btf_offsets;
 pub mod cgroup;
 pub mod cluster;
 pub mod decide;
+pub mod enforce;
 pub mod event;
 pub mod finding;
 pub mod metrics;

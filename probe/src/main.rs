@@ -28,6 +28,12 @@ enum Command {
         #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
         btf: std::path::PathBuf,
     },
+    /// Remove the pinned enforcement a probe leaves while it is not running: the node stops
+    /// enforcing (run this after stopping the probe for good).
+    Uninstall {
+        #[arg(long, default_value = probe::backend::pin::DEFAULT_DIR, env = "SOCKWARDEN_PIN_DIR")]
+        pin_dir: std::path::PathBuf,
+    },
     /// The self-test's child: connects once to the probe's canary socket.
     #[command(name = "canary-connect", hide = true)]
     CanaryConnect { path: std::path::PathBuf },
@@ -55,6 +61,16 @@ fn check_fmod_ret(btf: &std::path::Path) -> anyhow::Result<()> {
     }
 }
 
+fn uninstall(dir: &std::path::Path) -> anyhow::Result<()> {
+    let removed = probe::backend::pin::remove_all(dir)
+        .map_err(|e| anyhow::anyhow!("removing {}: {e}", dir.display()))?;
+    println!(
+        "removed {removed} pinned link(s) from {}: nothing stays enforced once no probe runs",
+        dir.display()
+    );
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     cli.log.init();
@@ -73,6 +89,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => runtime.block_on(run::run(*args)),
         Command::CheckFmodRet { btf } => check_fmod_ret(&btf),
         Command::CanaryConnect { path } => probe::selftest::connect(&path),
+        Command::Uninstall { pin_dir } => uninstall(&pin_dir),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

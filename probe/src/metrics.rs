@@ -25,6 +25,11 @@ pub struct Metrics {
     /// Opens failing with ENXIO the kernel did not queue because their cgroup went over its
     /// rate (a flood; the connect ring is unaffected either way).
     pub opens_rate_limited: IntCounter,
+    /// Touches of a watched socket the kernel refused or stopped under an Enforce verdict
+    /// (counted in the kernel, so also those whose event a full ring lost).
+    pub blocked: IntCounter,
+    /// 1 while this node enforces (label `blocks_with`: `EPERM` or `SIGKILL`), else 0.
+    pub enforcing: IntGaugeVec,
     pub decode_errors: IntCounter,
     /// Opens with write intent that failed with ENXIO whose target could not be resolved.
     pub open_unresolved: IntCounter,
@@ -128,6 +133,23 @@ impl Metrics {
             IntCounter::new(
                 "sockwarden_probe_opens_rate_limited_total",
                 "Opens failing with ENXIO not queued because their cgroup exceeded its rate",
+            )?,
+        )?;
+        let blocked = registered(
+            &registry,
+            IntCounter::new(
+                "sockwarden_probe_blocked_total",
+                "Touches of a watched socket refused (EPERM) or stopped (SIGKILL) by the kernel under an Enforce verdict",
+            )?,
+        )?;
+        let enforcing = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "sockwarden_probe_enforcing",
+                    "1 while this node enforces an Enforce verdict, by how it blocks",
+                ),
+                &["blocks_with"],
             )?,
         )?;
         let decode_errors = registered(
@@ -309,6 +331,8 @@ impl Metrics {
             finding_last_seen,
             ringbuf_drops,
             opens_rate_limited,
+            blocked,
+            enforcing,
             decode_errors,
             open_unresolved,
             sockets_armed,
@@ -418,6 +442,8 @@ impl Metrics {
             .opens_limited
             .saturating_sub(self.opens_rate_limited.get());
         self.opens_rate_limited.inc_by(limited);
+        self.blocked
+            .inc_by(counts.blocked.saturating_sub(self.blocked.get()));
         lost
     }
 
@@ -500,6 +526,7 @@ mod tests {
             connect_ring_drops: 0,
             event_ring_drops: 3,
             opens_limited: 7,
+            blocked: 2,
         });
         assert_eq!(lost, 3);
         // totals, not increments: the same totals again add nothing
@@ -507,6 +534,7 @@ mod tests {
             connect_ring_drops: 1,
             event_ring_drops: 3,
             opens_limited: 9,
+            blocked: 2,
         });
         assert_eq!(lost, 1);
         m.set_backend(BackendKind::Tracepoint);
@@ -518,6 +546,7 @@ mod tests {
             assert!(text.contains(&line), "{text}");
         }
         assert!(text.contains(r#"sockwarden_probe_ringbuf_drops_total{ring="events"} 3"#));
+        assert!(text.contains("sockwarden_probe_blocked_total 2"), "{text}");
         assert!(text.contains(r#"sockwarden_probe_ringbuf_drops_total{ring="connects"} 1"#));
         assert!(text.contains("sockwarden_probe_opens_rate_limited_total 9"));
         assert!(text.contains(r#"sockwarden_probe_backend_info{backend="tracepoint"} 1"#));

@@ -141,6 +141,7 @@ mod tests {
             path: Some(path.into()),
             ktime_ns: 0,
             start_ns: 0,
+            action: crate::event::KernelAction::None,
         }
     }
 

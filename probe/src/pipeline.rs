@@ -10,6 +10,7 @@ use std::{
 use crate::{
     attribution::CgroupIndex,
     decide::{Decider, Identity},
+    enforce::Enforcer,
     event::{decode, Decoded, Operation, SocketEvent},
     finding::Finding,
     metrics::Metrics,
@@ -81,6 +82,8 @@ pub struct Pipeline<S: FindingSink> {
     pub proc_cache: HashMap<(u32, u64), (Instant, ProcDetails)>,
     /// The self-test's socket: its events prove the probe sees, and are never findings.
     pub canary: Option<Arc<Canary>>,
+    /// While enforcing: new cgroups get their verdicts as their creation events arrive.
+    pub enforcer: Option<Arc<Mutex<Enforcer>>>,
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
@@ -104,6 +107,12 @@ impl<S: FindingSink> Pipeline<S> {
                 false
             }
             Ok(Decoded::CgroupMkdir { id, path }) => {
+                if let Some(enforcer) = &self.enforcer {
+                    enforcer
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .on_cgroup(id, &path);
+                }
                 self.cgroups.record(id, path);
                 false
             }
@@ -248,6 +257,7 @@ mod tests {
             },
             proc_cache: HashMap::new(),
             canary: None,
+            enforcer: None,
         };
         (pipeline, out)
     }

@@ -29,6 +29,7 @@ use crate::{
         ClusterForwarder, ClusterSink, Enricher,
     },
     decide::Decider,
+    enforce::{self, Enforcer},
     metrics::Metrics,
     open_resolve::OpenResolver,
     output::{http, Outputs},
@@ -40,6 +41,8 @@ use crate::{
 
 /// How often watched paths are re-resolved (a recreated socket is re-armed within this).
 const REARM_INTERVAL: Duration = Duration::from_millis(500);
+/// Every this many housekeeping ticks, verdicts are written again from a walk of the tree.
+const RESYNC_TICKS: u64 = 10;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -109,6 +112,22 @@ pub struct RunArgs {
     /// Header on every HTTP output request, 'Name: value' (repeatable).
     #[arg(long = "http-output-header", value_name = "NAME: VALUE")]
     pub http_output_headers: Vec<http::HeaderSpec>,
+    /// Standalone: refuse every container's connects to, write-intent opens of and datagram
+    /// sends to the watched sockets (EPERM on lsm/fentry; SIGKILL before the syscall returns
+    /// on tracepoint/kprobe). Host processes are never refused. In a cluster, `mode: Enforce`
+    /// policies decide instead.
+    #[arg(long)]
+    pub enforce: bool,
+    /// Where the enforcing programs' links are pinned (a BPF file system), so that the node
+    /// stays enforced while no probe runs; `sockwarden-probe uninstall` removes them.
+    #[arg(long, default_value = backend::pin::DEFAULT_DIR, env = "SOCKWARDEN_PIN_DIR")]
+    pub pin_dir: PathBuf,
+}
+
+/// Whether the probe reports to a cluster (explicitly, or by default inside a pod).
+fn cluster_mode(args: &RunArgs) -> bool {
+    let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    args.cluster || (in_pod && !args.standalone)
 }
 
 /// Capabilities needed to load and attach: CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON.
@@ -183,6 +202,15 @@ impl Probe {
         )));
         let backend = Arc::new(Mutex::new(backend));
         rearm(&armer, &backend, &metrics, &status);
+        let enforcer = if args.enforce {
+            Some(start_enforcing(&args, &backend, &metrics, host_pid_ns)?)
+        } else {
+            let removed = backend::pin::remove_all(&args.pin_dir).unwrap_or(0);
+            if removed > 0 {
+                tracing::info!(removed, dir = %args.pin_dir.display(), "not enforcing: removed an earlier probe's pinned enforcement");
+            }
+            None
+        };
 
         let (shutdown, stop) = watch::channel(false);
         let server = serve_admin(args.listen, &status, &metrics, stop.clone()).await?;
@@ -194,6 +222,7 @@ impl Probe {
             metrics.clone(),
             &status,
             policies.clone(),
+            enforcer.clone(),
             stop.clone(),
         );
         let cgroups = index_cgroups(&args.host_root);
@@ -229,6 +258,7 @@ impl Probe {
             sink,
             proc_cache: Default::default(),
             canary: canary.clone(),
+            enforcer,
         };
         let reader = spawn_reader(rings, pipeline, &status, stop.clone());
         let self_test = canary.map(|c| spawn_self_test(c, kind, &status, &metrics, stop.clone()));
@@ -281,7 +311,15 @@ impl Probe {
         }
         let _ = self.housekeeping.await;
         let _ = self.server.await;
-        // Dropping the backend detaches every program.
+        let pinned = self
+            .backend
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pinned_dir();
+        if let Some(dir) = pinned {
+            tracing::info!(dir = %dir.display(), "enforcement stays pinned while no probe runs: the next probe takes it over; `sockwarden-probe uninstall` removes it");
+        }
+        // Dropping the backend detaches every program that is not pinned.
         drop(self.backend);
         Ok(())
     }
@@ -409,6 +447,7 @@ fn spawn_housekeeping(
     metrics: Arc<Metrics>,
     status: &Arc<Status>,
     policies: Arc<std::sync::OnceLock<kube::runtime::reflector::Store<api::DockerSocketPolicy>>>,
+    enforcer: Option<Arc<Mutex<Enforcer>>>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let mut policy_sockets = PolicySockets::default();
@@ -417,10 +456,19 @@ fn spawn_housekeeping(
     tokio::spawn(async move {
         let _alive = alive;
         let mut tick = tokio::time::interval(REARM_INTERVAL);
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.changed() => break,
+            }
+            ticks += 1;
+            if let Some(enforcer) = enforcer
+                .as_ref()
+                .filter(|_| ticks.is_multiple_of(RESYNC_TICKS))
+            {
+                // Catches what a lost cgroup_mkdir event missed, and forgets cgroups gone.
+                enforcer.lock().unwrap_or_else(|p| p.into_inner()).resync();
             }
             if let Some(policies) = policies.get() {
                 follow_policy_sockets(&mut policy_sockets, policies, &armer);
@@ -446,6 +494,43 @@ fn spawn_housekeeping(
             }
         }
     })
+}
+
+/// Writes every cgroup's verdict, then turns enforcement on (pinned under `--pin-dir`).
+/// A node that cannot enforce says why and the probe exits: `--enforce` never quietly audits.
+fn start_enforcing(
+    args: &RunArgs,
+    backend: &Arc<Mutex<Backend>>,
+    metrics: &Metrics,
+    host_pid_ns: u32,
+) -> anyhow::Result<Arc<Mutex<Enforcer>>> {
+    if cluster_mode(args) {
+        bail!("--enforce is for standalone runs; in a cluster, DockerSocketPolicy objects with mode: Enforce decide");
+    }
+    let mount = crate::attribution::find_cgroup2_mount(&args.host_root).context(
+        "cannot enforce: no cgroup v2 hierarchy here (verdicts are kept by cgroup v2 id)",
+    )?;
+    let own = enforce::own_cgroup(&mount, own_pid(host_pid_ns).unwrap_or(std::process::id()));
+    if own.is_none() {
+        tracing::warn!("the probe's own cgroup was not found: its own connects may be refused");
+    }
+    let mut enforcer = Enforcer::new(
+        backend.clone(),
+        mount,
+        own,
+        enforce::block_every_container(),
+    );
+    let cgroups = enforcer.resync();
+    let blocks_with = {
+        let mut backend = backend.lock().unwrap_or_else(|p| p.into_inner());
+        backend
+            .arm_enforcement(&args.btf, Some(&args.pin_dir))
+            .context("cannot enforce on this node")?;
+        backend.blocks_with()
+    };
+    metrics.enforcing.with_label_values(&[blocks_with]).set(1);
+    tracing::info!(cgroups, blocks_with, pinned = %args.pin_dir.display(), "enforcing: containers' touches of the watched sockets are refused");
+    Ok(Arc::new(Mutex::new(enforcer)))
 }
 
 /// The cgroup v2 index, walked once; cgroup creation events keep it current.
@@ -499,8 +584,7 @@ async fn start_sink(
         OutputFormat::Text => false,
         OutputFormat::Auto => !std::io::stdout().is_terminal(),
     };
-    let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    if args.cluster || (in_pod && !args.standalone) {
+    if cluster_mode(args) {
         // std's stdout is line-buffered: each finding's line is out as soon as it is decided.
         let outputs = Outputs::new(Box::new(std::io::stdout()), json, http_output);
         let (tx, task, policy_store) =

@@ -44,6 +44,12 @@ pub enum LoadError {
         program: &'static str,
         target: String,
     },
+    #[error("{program} is attached but its link cannot be held as a bpf_link")]
+    Link {
+        program: &'static str,
+        #[source]
+        source: Box<aya::programs::links::LinkError>,
+    },
     #[error("attaching {program} to {target} failed")]
     Attach {
         program: &'static str,

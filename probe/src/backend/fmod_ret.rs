@@ -1,10 +1,12 @@
-//! Whether a `fmod_ret` (BPF_MODIFY_RETURN) program loads and attaches on a `security_*`
-//! function — what enforcement in the `fentry` backend will use. aya 0.14 has no program type
-//! for it, so this loads a minimal one (`r0 = 0; exit`: returning 0 lets the function run as
-//! usual) with a small `bpf(2)` call of our own, attaches it, and closes both descriptors,
-//! which detaches it. Attaching matters: arm64 kernels before 6.4 load it and cannot attach.
+//! `fmod_ret` (BPF_MODIFY_RETURN) programs on the `security_*` functions: how the `fentry`
+//! backend refuses. aya 0.14 has no program type for them, so they are loaded with a small
+//! `bpf(2)` call of our own, and kept tiny: [`attach_refuser`]'s program only carries out the
+//! decision the aya-built `fentry` program on the same function made (15 instructions, no
+//! kernel struct reads). [`check_attaches`] loads a do-nothing one (`r0 = 0; exit`), attaches
+//! it and closes both descriptors, which detaches it: arm64 kernels before 6.4 load it and
+//! cannot attach.
 use std::{
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
     path::{Path, PathBuf},
 };
 
@@ -51,6 +53,7 @@ fn verifier_suffix(log: &str) -> String {
 }
 
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_PROG_TYPE_TRACING: u32 = 26;
 const BPF_MODIFY_RETURN: u32 = 26;
@@ -74,9 +77,89 @@ fn func_btf_id(btf_path: &Path, name: &str) -> Result<u32, FmodRetError> {
 pub fn check_attaches(btf_path: &Path, function: &str) -> Result<(), FmodRetError> {
     let btf_id = func_btf_id(btf_path, function)?;
     // mov r0, 0 ; exit
-    let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    let prog = load(btf_id, &[mov_imm(0, 0), EXIT], "sw_fmod")?;
+    // The link is dropped at once, which closes it and detaches the program, before `prog`
+    // is closed.
+    attach(&prog).map(drop)
+}
+
+/// The refusing program of the `fentry` backend, attached to `function`: it returns
+/// `-EPERM` (and the function does not run) for a task the `fentry` program on the same
+/// function put into `refuse_next` (a hash map keyed by pid_tgid), taking the entry;
+/// otherwise 0, and the function runs as usual. The decision itself stays in the aya-built
+/// `fentry` program: this one only carries it out. Returns the link (closing it detaches).
+pub fn attach_refuser(
+    btf_path: &Path,
+    function: &str,
+    refuse_next: BorrowedFd<'_>,
+) -> Result<OwnedFd, FmodRetError> {
+    let btf_id = func_btf_id(btf_path, function)?;
+    let map = refuse_next.as_raw_fd();
+    let (ld_lo, ld_hi) = ld_map_fd(1, map);
+    #[rustfmt::skip]
+    let insns = [
+        call(BPF_FUNC_GET_CURRENT_PID_TGID), // r0 = pid_tgid
+        stx_dw(10, 0, -8),                   // *(u64 *)(r10 - 8) = r0
+        mov_reg(2, 10),                      // r2 = r10
+        add_imm(2, -8),                      // r2 = &key
+        ld_lo, ld_hi,                        // r1 = refuse_next
+        call(BPF_FUNC_MAP_LOOKUP_ELEM),      // r0 = lookup(r1, r2)
+        jeq_imm(0, 0, 7),                    // not there: let it run
+        ld_lo, ld_hi,                        // r1 = refuse_next
+        mov_reg(2, 10),
+        add_imm(2, -8),
+        call(BPF_FUNC_MAP_DELETE_ELEM),      // take the entry
+        mov_imm(0, -EPERM),                  // return -EPERM: the function does not run
+        EXIT,
+        mov_imm(0, 0),                       // return 0: the function runs
+        EXIT,
+    ];
+    let prog = load(btf_id, &insns, "sw_refuse")?;
+    attach(&prog)
+}
+
+const EPERM: i32 = 1;
+const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+const BPF_FUNC_MAP_DELETE_ELEM: i32 = 3;
+const BPF_FUNC_GET_CURRENT_PID_TGID: i32 = 14;
+const BPF_PSEUDO_MAP_FD: u8 = 1;
+const EXIT: u64 = 0x95;
+
+/// One instruction: opcode, dst and src registers, offset, immediate (little-endian layout
+/// of `struct bpf_insn`).
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+    u64::from(code)
+        | u64::from((src << 4) | dst) << 8
+        | u64::from(off as u16) << 16
+        | u64::from(imm as u32) << 32
+}
+fn mov_imm(dst: u8, imm: i32) -> u64 {
+    insn(0xb7, dst, 0, 0, imm) // BPF_ALU64 | BPF_MOV | BPF_K
+}
+fn mov_reg(dst: u8, src: u8) -> u64 {
+    insn(0xbf, dst, src, 0, 0) // BPF_ALU64 | BPF_MOV | BPF_X
+}
+fn add_imm(dst: u8, imm: i32) -> u64 {
+    insn(0x07, dst, 0, 0, imm) // BPF_ALU64 | BPF_ADD | BPF_K
+}
+fn stx_dw(dst: u8, src: u8, off: i16) -> u64 {
+    insn(0x7b, dst, src, off, 0) // BPF_STX | BPF_MEM | BPF_DW
+}
+fn call(helper: i32) -> u64 {
+    insn(0x85, 0, 0, 0, helper) // BPF_JMP | BPF_CALL
+}
+fn jeq_imm(dst: u8, imm: i32, off: i16) -> u64 {
+    insn(0x15, dst, 0, off, imm) // BPF_JMP | BPF_JEQ | BPF_K
+}
+/// `dst = map` (BPF_LD | BPF_IMM | BPF_DW with the map's descriptor): two instructions.
+fn ld_map_fd(dst: u8, fd: i32) -> (u64, u64) {
+    (insn(0x18, dst, BPF_PSEUDO_MAP_FD, 0, fd), 0)
+}
+
+/// Loads `insns` as a `fmod_ret` program for the kernel function with BTF id `btf_id`.
+fn load(btf_id: u32, insns: &[u64], name: &str) -> Result<OwnedFd, FmodRetError> {
     let license = b"GPL\0";
-    let mut log = vec![0u8; 4096];
+    let mut log = vec![0u8; 16384];
     // union bpf_attr, BPF_PROG_LOAD variant (offsets from include/uapi/linux/bpf.h).
     let mut attr = [0u8; 128];
     let put32 =
@@ -90,26 +173,39 @@ pub fn check_attaches(btf_path: &Path, function: &str) -> Result<(), FmodRetErro
     put32(&mut attr, 24, 1); // log_level
     put32(&mut attr, 28, log.len() as u32); // log_size
     put64(&mut attr, 32, log.as_mut_ptr() as u64); // log_buf
-    attr[48..55].copy_from_slice(b"sw_fmod"); // prog_name
+    let name = name.as_bytes();
+    attr[48..48 + name.len().min(15)].copy_from_slice(&name[..name.len().min(15)]); // prog_name
     put32(&mut attr, 68, BPF_MODIFY_RETURN); // expected_attach_type
     put32(&mut attr, 108, btf_id); // attach_btf_id (vmlinux)
                                    // SAFETY: attr is a valid bpf_attr prefix; the pointers in it outlive the call.
-    let prog = unsafe { sys_bpf(BPF_PROG_LOAD, &attr) }.map_err(|source| {
+    unsafe { sys_bpf(BPF_PROG_LOAD, &attr) }.map_err(|source| {
         let log = String::from_utf8_lossy(&log);
         FmodRetError::Refused {
             source,
             log: log.trim_end_matches('\0').trim().to_string(),
         }
-    })?;
-    // Attach: union bpf_attr, raw_tracepoint variant { u64 name = 0; u32 prog_fd }, which
-    // for a tracing program attaches it to the function it was loaded for.
+    })
+}
+
+/// Attaches a loaded tracing program to the function it was loaded for; returns the link.
+fn attach(prog: &OwnedFd) -> Result<OwnedFd, FmodRetError> {
+    // union bpf_attr, raw_tracepoint variant { u64 name = 0; u32 prog_fd }.
     let mut attach = [0u8; 16];
     attach[8..12].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
-    // SAFETY: attach is a valid bpf_attr prefix. The link is dropped at once, which closes
-    // it and detaches the program, before `prog` is closed.
-    unsafe { sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &attach) }
-        .map(drop)
-        .map_err(FmodRetError::Attach)
+    // SAFETY: attach is a valid bpf_attr prefix.
+    unsafe { sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &attach) }.map_err(FmodRetError::Attach)
+}
+
+/// Pins a link (or any BPF object) at `path` on a BPF file system.
+pub fn pin(fd: BorrowedFd<'_>, path: &Path) -> std::io::Result<()> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // union bpf_attr, BPF_OBJ_PIN variant { u64 pathname; u32 bpf_fd; u32 file_flags }.
+    let mut attr = [0u8; 16];
+    attr[0..8].copy_from_slice(&(c_path.as_ptr() as u64).to_ne_bytes());
+    attr[8..12].copy_from_slice(&(fd.as_raw_fd() as u32).to_ne_bytes());
+    // SAFETY: attr is a valid bpf_attr prefix; c_path outlives the call.
+    unsafe { sys_bpf(BPF_OBJ_PIN, &attr) }.map(drop)
 }
 
 /// `bpf(cmd, attr)`: the descriptor the kernel returns, owned (closed on drop), or its errno.

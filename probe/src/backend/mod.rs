@@ -3,20 +3,28 @@
 //! differs. Auto-selection tries what actually loads here, best first.
 pub mod error;
 pub mod fmod_ret;
+pub mod pin;
 pub mod security;
 pub mod tracefs;
 pub mod tracepoint;
 
-use std::{collections::HashSet, error::Error as StdError, fmt};
+use std::{
+    collections::HashSet,
+    error::Error as StdError,
+    fmt,
+    os::fd::{AsFd, OwnedFd},
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context as _;
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::links::FdLink,
     Ebpf, EbpfLoader,
 };
 use probe_common::{
-    KernelOffsets, ProbeConfig, WatchedKey, COUNTER_CONNECT_RINGBUF_DROPS, COUNTER_OPENS_LIMITED,
-    COUNTER_RINGBUF_DROPS,
+    KernelOffsets, ProbeConfig, WatchedKey, COUNTER_BLOCKED, COUNTER_CONNECT_RINGBUF_DROPS,
+    COUNTER_OPENS_LIMITED, COUNTER_RINGBUF_DROPS,
 };
 
 pub use error::{sentence, LoadError};
@@ -161,8 +169,12 @@ pub struct LoadOptions {
     pub detect_open: bool,
 }
 
+/// The links of the programs that enforce, by program name: held so they can be pinned.
+pub type HookLinks = Vec<(&'static str, FdLink)>;
+
 /// The loaded programs and the maps user space works with.
 pub struct Backend {
+    kind: BackendKind,
     ebpf: Ebpf,
     watched: BpfHashMap<MapData, WatchedKey, u32>,
     /// The kernel's inode prefilter: how many watched entries share each inode number.
@@ -170,6 +182,35 @@ pub struct Backend {
     /// What is armed in the kernel, to keep the prefilter's counts.
     armed: HashSet<WatchedKey>,
     counters: PerCpuArray<MapData, u64>,
+    /// Verdicts by cgroup id, and the switch the hooks read (see `crate::enforce`).
+    verdicts: BpfHashMap<MapData, u64, u32>,
+    enforce_switch: Array<MapData, u32>,
+    /// The enforcing hooks' links until they are pinned.
+    hooks: HookLinks,
+    /// `fentry` backend: the `fmod_ret` links that carry out its refusals, once armed.
+    refusers: Vec<(String, OwnedFd)>,
+    pinned: Option<pin::Pinned>,
+}
+
+/// Why a node cannot enforce.
+#[derive(Debug, thiserror::Error)]
+pub enum EnforceError {
+    #[error("the fmod_ret program that refuses on {function} did not attach")]
+    Refuser {
+        function: &'static str,
+        #[source]
+        source: fmod_ret::FmodRetError,
+    },
+    #[error("this kernel attaches {0}'s hooks without bpf_links, which cannot be pinned (Linux 5.15 or newer)")]
+    NotPinnable(BackendKind),
+    #[error("pinning the enforcing programs")]
+    Pin(#[from] pin::PinError),
+    #[error("updating the {map} map")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
 }
 
 /// The kernel's ring buffers: connects apart from everything else, so a flood of opens or
@@ -188,6 +229,8 @@ pub struct KernelCounts {
     pub event_ring_drops: u64,
     /// ENXIO opens not queued because their cgroup was over its rate.
     pub opens_limited: u64,
+    /// Touches refused or stopped under an Enforce verdict.
+    pub blocked: u64,
 }
 
 impl Backend {
@@ -200,7 +243,6 @@ impl Backend {
             tracepoint::available()?;
         }
         let needs = tracefs::Needs {
-            data_ready: tracepoint,
             opens: tracepoint && opts.detect_open,
         };
         let fields = tracefs::record_fields(&tracefs::roots(), needs)?;
@@ -210,22 +252,141 @@ impl Backend {
             .override_global("FIELDS", &fields, true)
             .load(OBJECT)
             .map_err(|e| LoadError::Object(Box::new(e)))?;
+        let mut hooks = HookLinks::new();
         match kind {
-            BackendKind::Tracepoint => tracepoint::attach(&mut ebpf, opts.detect_open)?,
-            BackendKind::Lsm => security::attach_lsm(&mut ebpf)?,
-            BackendKind::Fentry => security::attach_fentry(&mut ebpf)?,
-            BackendKind::Kprobe => security::attach_kprobe(&mut ebpf)?,
+            BackendKind::Tracepoint => tracepoint::attach(&mut ebpf, opts.detect_open, &mut hooks)?,
+            BackendKind::Lsm => security::attach_lsm(&mut ebpf, &mut hooks)?,
+            BackendKind::Fentry => security::attach_fentry(&mut ebpf, &mut hooks)?,
+            BackendKind::Kprobe => security::attach_kprobe(&mut ebpf, &mut hooks)?,
         }
         let watched = map_as(&mut ebpf, "WATCHED", BpfHashMap::try_from)?;
         let watched_inodes = map_as(&mut ebpf, "WATCHED_INODES", BpfHashMap::try_from)?;
         let counters = map_as(&mut ebpf, "COUNTERS", PerCpuArray::try_from)?;
+        let verdicts = map_as(&mut ebpf, "VERDICTS", BpfHashMap::try_from)?;
+        let enforce_switch = map_as(&mut ebpf, "ENFORCE", Array::try_from)?;
         Ok(Self {
+            kind,
             ebpf,
             watched,
             watched_inodes,
             armed: HashSet::new(),
             counters,
+            verdicts,
+            enforce_switch,
+            hooks,
+            refusers: Vec::new(),
+            pinned: None,
         })
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// How this backend stops a refused caller: `EPERM` (the syscall fails) or `SIGKILL`
+    /// (the caller dies before the syscall returns to it).
+    pub fn blocks_with(&self) -> &'static str {
+        match self.kind {
+            BackendKind::Lsm | BackendKind::Fentry => "EPERM",
+            BackendKind::Tracepoint | BackendKind::Kprobe => "SIGKILL",
+        }
+    }
+
+    /// Turns enforcement on: the `fentry` backend's refusing programs attach, and with
+    /// `pin_dir` every enforcing link is pinned there (taking over from an earlier probe's
+    /// pins) before the switch is set. Verdicts should be written first: from the switch on,
+    /// a cgroup without one is refused.
+    pub fn arm_enforcement(
+        &mut self,
+        btf: &Path,
+        pin_dir: Option<&Path>,
+    ) -> Result<(), EnforceError> {
+        if self.kind == BackendKind::Fentry && self.refusers.is_empty() {
+            let map = self
+                .ebpf
+                .map("REFUSE_NEXT")
+                .and_then(|m| match m {
+                    aya::maps::Map::LruHashMap(data) => Some(data),
+                    _ => None,
+                })
+                .ok_or(EnforceError::Map {
+                    map: "REFUSE_NEXT",
+                    source: aya::maps::MapError::InvalidName {
+                        name: "REFUSE_NEXT".into(),
+                    },
+                })?;
+            let mut refusers = Vec::new();
+            for (_, function) in security::FENTRY_FUNCTIONS {
+                let link = fmod_ret::attach_refuser(btf, function, map.fd().as_fd())
+                    .map_err(|source| EnforceError::Refuser { function, source })?;
+                refusers.push((
+                    format!("fmod_ret_{}", function.trim_start_matches("security_")),
+                    link,
+                ));
+            }
+            self.refusers = refusers;
+        }
+        if let Some(dir) = pin_dir {
+            if self.pinned.is_none() {
+                if self.hooks.is_empty() {
+                    return Err(EnforceError::NotPinnable(self.kind));
+                }
+                pin::prepare(dir)?;
+                let pinned = pin::pin(dir, std::mem::take(&mut self.hooks), &self.refusers)?;
+                self.pinned = Some(pinned);
+            }
+        }
+        self.set_switch(1)?;
+        if let Some(pinned) = &self.pinned {
+            let removed = pinned.take_over();
+            if removed > 0 {
+                tracing::info!(
+                    removed,
+                    "took over enforcement from an earlier probe's pinned links"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns enforcement off and removes this probe's pins (its links detach on exit).
+    pub fn disarm_enforcement(&mut self) -> Result<(), EnforceError> {
+        self.set_switch(0)?;
+        if let Some(pinned) = self.pinned.take() {
+            pinned.remove();
+        }
+        Ok(())
+    }
+
+    pub fn enforcing(&self) -> bool {
+        self.enforce_switch.get(&0, 0).unwrap_or(0) != 0
+    }
+
+    fn set_switch(&mut self, on: u32) -> Result<(), EnforceError> {
+        self.enforce_switch
+            .set(0, on, 0)
+            .map_err(|source| EnforceError::Map {
+                map: "ENFORCE",
+                source,
+            })
+    }
+
+    pub fn set_verdict(&mut self, cgroup_id: u64, verdict: u32) -> Result<(), EnforceError> {
+        self.verdicts
+            .insert(cgroup_id, verdict, 0)
+            .map_err(|source| EnforceError::Map {
+                map: "VERDICTS",
+                source,
+            })
+    }
+
+    pub fn remove_verdict(&mut self, cgroup_id: u64) {
+        let _ = self.verdicts.remove(&cgroup_id);
+    }
+
+    /// Where this probe pinned its links, if it did.
+    pub fn pinned_dir(&self) -> Option<PathBuf> {
+        self.pinned.as_ref().map(|p| p.dir().to_path_buf())
     }
 
     /// Takes both ring buffers (once).
@@ -260,6 +421,7 @@ impl Backend {
             connect_ring_drops: sum(COUNTER_CONNECT_RINGBUF_DROPS),
             event_ring_drops: sum(COUNTER_RINGBUF_DROPS),
             opens_limited: sum(COUNTER_OPENS_LIMITED),
+            blocked: sum(COUNTER_BLOCKED),
         }
     }
 }

@@ -7,13 +7,13 @@
 //! trampolines; kprobes are refused where the kernel forbids them (lockdown, EPERM, as on
 //! some hosts); auto-selection then moves on.
 use aya::{
-    programs::{FEntry, KProbe, Lsm},
+    programs::{links::FdLink, FEntry, KProbe, Lsm},
     Btf, Ebpf,
 };
 
 use super::{
-    tracepoint::{attach_tracepoint, program_as},
-    LoadError,
+    tracepoint::{attach_tracepoint, perf_link, program_as},
+    HookLinks, LoadError,
 };
 
 const LSM_HOOKS: &[(&str, &str)] = &[
@@ -22,7 +22,7 @@ const LSM_HOOKS: &[(&str, &str)] = &[
     ("lsm_unix_may_send", "unix_may_send"),
 ];
 
-const FENTRY_FUNCTIONS: &[(&str, &str)] = &[
+pub(super) const FENTRY_FUNCTIONS: &[(&str, &str)] = &[
     ("fentry_file_open", "security_file_open"),
     ("fentry_unix_stream_connect", "security_unix_stream_connect"),
     ("fentry_unix_may_send", "security_unix_may_send"),
@@ -54,7 +54,7 @@ fn bpf_lsm_active() -> Result<(), LoadError> {
     }
 }
 
-pub fn attach_lsm(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+pub fn attach_lsm(ebpf: &mut Ebpf, links: &mut HookLinks) -> Result<(), LoadError> {
     bpf_lsm_active()?;
     let btf = kernel_btf()?;
     for &(program, hook) in LSM_HOOKS {
@@ -64,13 +64,18 @@ pub fn attach_lsm(ebpf: &mut Ebpf) -> Result<(), LoadError> {
             program,
             source: Box::new(e),
         })?;
-        prog.attach()
+        let id = prog
+            .attach()
             .map_err(|e| LoadError::attach(program, format!("LSM hook {hook}"), e))?;
+        let link = prog
+            .take_link(id)
+            .map_err(|e| LoadError::attach(program, format!("LSM hook {hook}"), e))?;
+        links.push((program, FdLink::from(link)));
     }
     attach_tracepoint(ebpf, "cgroup_mkdir", "cgroup", "cgroup_mkdir")
 }
 
-pub fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+pub fn attach_fentry(ebpf: &mut Ebpf, links: &mut HookLinks) -> Result<(), LoadError> {
     let btf = kernel_btf()?;
     for &(program, function) in FENTRY_FUNCTIONS {
         let prog: &mut FEntry = program_as(ebpf, program)?;
@@ -79,13 +84,18 @@ pub fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), LoadError> {
             program,
             source: Box::new(e),
         })?;
-        prog.attach()
+        let id = prog
+            .attach()
             .map_err(|e| LoadError::attach(program, function.to_string(), e))?;
+        let link = prog
+            .take_link(id)
+            .map_err(|e| LoadError::attach(program, function.to_string(), e))?;
+        links.push((program, FdLink::from(link)));
     }
     attach_tracepoint(ebpf, "cgroup_mkdir", "cgroup", "cgroup_mkdir")
 }
 
-pub fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+pub fn attach_kprobe(ebpf: &mut Ebpf, links: &mut HookLinks) -> Result<(), LoadError> {
     for &(program, function) in KPROBE_FUNCTIONS {
         let prog: &mut KProbe = program_as(ebpf, program)?;
         prog.load().map_err(|e| LoadError::Refused {
@@ -94,11 +104,16 @@ pub fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), LoadError> {
             source: Box::new(e),
         })?;
         // (not `LoadError::attach`: its ENOTSUPP reading is about trampolines)
-        prog.attach(function, 0).map_err(|e| LoadError::Attach {
+        let attach_error = |e| LoadError::Attach {
             program,
             target: function.to_string(),
             source: Box::new(e),
-        })?;
+        };
+        let id = prog.attach(function, 0).map_err(attach_error)?;
+        if aya::features().bpf_perf_link() {
+            let link = prog.take_link(id).map_err(attach_error)?;
+            links.push((program, perf_link(program, link)?));
+        }
     }
     attach_tracepoint(ebpf, "cgroup_mkdir", "cgroup", "cgroup_mkdir")
 }

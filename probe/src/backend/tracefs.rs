@@ -132,8 +132,6 @@ fn layout(roots: &[PathBuf], category: &str, name: &str) -> Result<Layout, Layou
 /// What the programs a backend attaches read from records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Needs {
-    /// `sock:sk_data_ready` (the tracepoint backend's connects).
-    pub data_ready: bool,
     /// The open syscall tracepoints (`--detect-open` in the tracepoint backend); those an
     /// architecture lacks (arm64 has no `open`) are skipped, as attaching skips them.
     pub opens: bool,
@@ -147,11 +145,6 @@ pub fn record_fields(roots: &[PathBuf], needs: Needs) -> Result<RecordFields, La
     fields.mkdir_root = mkdir.offset("root", 4)?;
     fields.mkdir_id = mkdir.offset("id", 8)?;
     fields.mkdir_path = mkdir.offset("path", 4)?;
-    if needs.data_ready {
-        let ready = layout(roots, "sock", "sk_data_ready")?;
-        fields.data_ready_sk = ready.offset("skaddr", 8)?;
-        fields.data_ready_family = ready.offset("family", 2)?;
-    }
     if needs.opens {
         let present = |name: &str| event_dir(roots, "syscalls", name).is_some();
         if present("sys_enter_openat") {
@@ -250,10 +243,7 @@ print fmt: \"root=%d id=%llu level=%d path=%s\", REC->root, REC->id, REC->level,
             .replace("offset:24;\tsize:4", "offset:32;\tsize:4");
         let tracefs = fake_tracefs(&moved);
         let roots = [tracefs.path().to_path_buf()];
-        let none = Needs {
-            data_ready: false,
-            opens: false,
-        };
+        let none = Needs { opens: false };
         let fields = record_fields(&roots, none).unwrap();
         assert_eq!(
             (fields.mkdir_root, fields.mkdir_id, fields.mkdir_path),
@@ -265,10 +255,7 @@ print fmt: \"root=%d id=%llu level=%d path=%s\", REC->root, REC->id, REC->level,
     fn a_missing_field_or_tracepoint_is_one_sentence_naming_it() {
         let tracefs = fake_tracefs(&CGROUP_MKDIR.replace("u64 id;", "u64 cgid;"));
         let roots = [tracefs.path().to_path_buf()];
-        let none = Needs {
-            data_ready: false,
-            opens: false,
-        };
+        let none = Needs { opens: false };
         let err = record_fields(&roots, none).unwrap_err();
         assert!(matches!(err, LayoutError::NoField { .. }), "{err:?}");
         assert_eq!(
@@ -292,19 +279,13 @@ print fmt: \"root=%d id=%llu level=%d path=%s\", REC->root, REC->id, REC->level,
             err.to_string(),
             "tracepoint cgroup:cgroup_mkdir record field root is 8 bytes where the probe reads 4"
         );
-        let tracefs = fake_tracefs(CGROUP_MKDIR);
-        let err = record_fields(
-            &[tracefs.path().to_path_buf()],
-            Needs {
-                data_ready: true,
-                opens: false,
-            },
-        )
-        .unwrap_err();
+        let empty = tempfile::tempdir().unwrap();
+        std::fs::create_dir(empty.path().join("events")).unwrap();
+        let err = record_fields(&[empty.path().to_path_buf()], none).unwrap_err();
         assert!(matches!(err, LayoutError::NoTracepoint { .. }), "{err:?}");
         assert_eq!(
             err.to_string(),
-            "the kernel has no tracepoint sock:sk_data_ready (no events/sock/sk_data_ready under tracefs)"
+            "the kernel has no tracepoint cgroup:cgroup_mkdir (no events/cgroup/cgroup_mkdir under tracefs)"
         );
     }
 
@@ -317,17 +298,12 @@ print fmt: \"root=%d id=%llu level=%d path=%s\", REC->root, REC->id, REC->level,
             eprintln!("skipping: no readable tracefs with sock:sk_data_ready here (needs root)");
             return;
         }
-        let all = Needs {
-            data_ready: true,
-            opens: true,
-        };
+        let all = Needs { opens: true };
         let f = record_fields(&roots, all).expect("this kernel's formats");
-        // Every record starts with 8 bytes of common fields; pointers are 8-byte aligned.
-        for offset in [f.data_ready_sk, f.mkdir_root, f.mkdir_id, f.mkdir_path] {
+        // Every record starts with 8 bytes of common fields.
+        for offset in [f.mkdir_root, f.mkdir_id, f.mkdir_path] {
             assert!(offset >= 8, "{f:?}");
         }
-        assert_eq!(f.data_ready_sk % 8, 0);
-        assert_ne!(f.data_ready_family, f.data_ready_sk);
         if event_dir(&roots, "syscalls", "sys_enter_openat").is_some() {
             // syscall records: the syscall number, then each argument in an 8-byte slot.
             assert_eq!(

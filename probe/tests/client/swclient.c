@@ -8,6 +8,8 @@
  *   swclient serve PATH          bind and listen at PATH (a decoy), accept forever
  *   swclient decoy PATH          bind PATH, then connect to it ourselves and send
  *   swclient touch-connect PATH  connect and close without sending a byte
+ *   swclient create PATH         connect and ask the daemon to create a privileged container
+ *                                named sw-escape with / bind-mounted (the node takeover)
  *   swclient bench-open FILE     ns per open()+close() of a regular file (median of batches)
  *   swclient bench-connect PATH  ns per connect() to an unrelated listener it makes at PATH
  */
@@ -23,7 +25,26 @@
 
 static const char REQUEST[] = "GET /v1.40/containers/json HTTP/1.0\r\nHost: docker\r\n\r\n";
 
+static const char CREATE_BODY[] =
+    "{\"Image\":\"sockwarden-test:latest\",\"Cmd\":[\"/bin/true\"],"
+    "\"HostConfig\":{\"Privileged\":true,\"Binds\":[\"/:/host\"]}}";
+
+static int unix_connect_sending(const char *path, const char *request, size_t len);
+
+static int create_container(const char *path) {
+    char request[512];
+    int n = snprintf(request, sizeof(request),
+                     "POST /v1.40/containers/create?name=sw-escape HTTP/1.0\r\nHost: docker\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                     sizeof(CREATE_BODY) - 1, CREATE_BODY);
+    return unix_connect_sending(path, request, (size_t)n);
+}
+
 static int unix_connect(const char *path, int send_request) {
+    return unix_connect_sending(path, send_request ? REQUEST : NULL, sizeof(REQUEST) - 1);
+}
+
+static int unix_connect_sending(const char *path, const char *request, size_t len) {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     strncpy(addr.sun_path, path, sizeof(addr.sun_path) - 1);
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -31,8 +52,8 @@ static int unix_connect(const char *path, int send_request) {
         printf("connect %s: %s\n", path, strerror(errno));
         return 1;
     }
-    if (send_request) {
-        if (write(fd, REQUEST, sizeof(REQUEST) - 1) < 0) {
+    if (request) {
+        if (write(fd, request, len) < 0) {
             printf("write: %s\n", strerror(errno));
             return 1;
         }
@@ -102,12 +123,13 @@ static long long bench(int connect_mode, const char *path) {
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: swclient connect|connect-fd|open|serve|decoy|touch-connect PATH\n");
+        fprintf(stderr, "usage: swclient connect|connect-fd|open|serve|decoy|touch-connect|create PATH\n");
         return 2;
     }
     const char *mode = argv[1], *path = argv[2];
     if (!strcmp(mode, "connect")) return unix_connect(path, 1);
     if (!strcmp(mode, "touch-connect")) return unix_connect(path, 0);
+    if (!strcmp(mode, "create")) return create_container(path);
     if (!strcmp(mode, "connect-fd")) {
         int pfd = open(path, O_PATH);
         if (pfd < 0) {

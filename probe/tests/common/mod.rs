@@ -364,8 +364,17 @@ impl Probe {
     }
 
     /// SIGTERM, then the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// SIGKILL (no clean-up of any kind), then the exit status.
+    pub fn kill(self) -> std::process::ExitStatus {
+        self.signal(libc::SIGKILL)
+    }
+
+    fn signal(mut self, signal: i32) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
         let status = self.child.wait().unwrap();
         let pid = self.child.id() as i32;
         PROBE_PIDS.lock().unwrap().retain(|p| *p != pid);

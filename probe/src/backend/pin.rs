@@ -1,0 +1,166 @@
+//! Pinned links: what keeps a node enforcing while no probe runs (a restart, a crash, an
+//! upgrade). Pinned on a BPF file system, a link stays attached after the probe's descriptors
+//! close; its programs keep their maps, so the last verdicts stay in force. Each probe pins
+//! under its own generation (`<dir>/<generation>-<program>`; bpffs refuses
+//! names with a dot) and, once its own programs are
+//! attached and pinned, removes the older generations, whose links then detach: there is no
+//! moment without an enforcing program. Uninstalling removes them all.
+use std::{
+    os::fd::{AsFd, OwnedFd},
+    path::{Path, PathBuf},
+};
+
+use aya::programs::links::{FdLink, PinnedLink};
+
+use super::fmod_ret;
+
+/// Where the links are pinned unless told otherwise.
+pub const DEFAULT_DIR: &str = "/sys/fs/bpf/sockwarden";
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("{0} is not on a BPF file system (mount -t bpf bpf /sys/fs/bpf)")]
+    NotBpffs(PathBuf),
+    #[error("creating {path}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pinning {program} at {path}")]
+    Pin {
+        program: String,
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// The links this probe pinned (closing the descriptors keeps them attached).
+pub struct Pinned {
+    generation: String,
+    dir: PathBuf,
+    _links: Vec<PinnedLink>,
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: zeroed statfs is a valid out-parameter; c_path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(c_path.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+}
+
+/// Makes `dir` on a BPF file system, mounting one on its parent when the parent is an empty
+/// `/sys/fs/bpf` without one (as on hosts whose init does not mount it).
+pub fn prepare(dir: &Path) -> Result<(), PinError> {
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    if !is_bpffs(parent) && parent == Path::new("/sys/fs/bpf") {
+        let target = c"/sys/fs/bpf";
+        // SAFETY: constant NUL-terminated strings; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                target.as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "mounting bpffs on /sys/fs/bpf failed");
+        }
+    }
+    if !is_bpffs(parent) {
+        return Err(PinError::NotBpffs(parent.to_path_buf()));
+    }
+    std::fs::create_dir_all(dir).map_err(|source| PinError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Pins `hooks` (aya links, consumed) and `refusers` (our own fmod_ret links) under a new
+/// generation in `dir` ([`prepare`]d).
+pub fn pin(
+    dir: &Path,
+    hooks: Vec<(&'static str, FdLink)>,
+    refusers: &[(String, OwnedFd)],
+) -> Result<Pinned, PinError> {
+    let generation = format!(
+        "g{}_{}",
+        std::process::id(),
+        crate::pipeline::monotonic_ns()
+    );
+    let path_of = |program: &str| dir.join(format!("{generation}-{program}"));
+    let mut links = Vec::with_capacity(hooks.len());
+    for (program, link) in hooks {
+        let path = path_of(program);
+        let pinned = link.pin(&path).map_err(|e| PinError::Pin {
+            program: program.to_string(),
+            path,
+            source: Box::new(e),
+        })?;
+        links.push(pinned);
+    }
+    for (program, fd) in refusers {
+        let path = path_of(program);
+        fmod_ret::pin(fd.as_fd(), &path).map_err(|e| PinError::Pin {
+            program: program.clone(),
+            path,
+            source: Box::new(e),
+        })?;
+    }
+    Ok(Pinned {
+        generation,
+        dir: dir.to_path_buf(),
+        _links: links,
+    })
+}
+
+impl Pinned {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Removes every other generation's pins (an earlier probe's): their links detach now
+    /// that this probe's programs enforce. Returns how many were removed.
+    pub fn take_over(&self) -> usize {
+        remove_where(&self.dir, |name| {
+            !name.starts_with(&format!("{}-", self.generation))
+        })
+    }
+
+    /// Removes this generation's pins: its links detach when the probe's descriptors close.
+    pub fn remove(self) -> usize {
+        let own = format!("{}-", self.generation);
+        remove_where(&self.dir, |name| name.starts_with(&own))
+    }
+}
+
+/// Removes every pinned link in `dir` and the directory: uninstall. Returns how many.
+pub fn remove_all(dir: &Path) -> std::io::Result<usize> {
+    if !dir.exists() {
+        return Ok(0);
+    }
+    let removed = remove_where(dir, |_| true);
+    std::fs::remove_dir(dir)?;
+    Ok(removed)
+}
+
+fn remove_where(dir: &Path, pick: impl Fn(&str) -> bool) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if pick(&name) && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
