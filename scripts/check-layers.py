@@ -26,7 +26,7 @@ MODULES = {
         # who did it, and proof that the probe sees
         "attribution", "open_resolve", "selftest",
         # what it means
-        "finding", "decide",
+        "finding", "decide", "enforce",
         # where it goes
         "metrics", "output", "pipeline", "cluster",
         # the running probe
@@ -44,7 +44,7 @@ MODULES = {
     "runtime": ["logging", "status", "shutdown", "host", "admin", "lib"],
     # The API's vocabulary: names, then the objects, then what is computed from them.
     "api": ["names", "image", "finding", "policy", "lib", "validate", "compiled", "crds"],
-    "probe-ebpf": ["maps", "helpers", "connect", "open", "cgroup", "main"],
+    "probe-ebpf": ["maps", "helpers", "enforce", "connect", "open", "cgroup", "main"],
 }
 
 TEST_ONLY = {"operator": {"testing", "proptests"}}

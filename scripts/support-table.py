@@ -32,7 +32,12 @@ def cell(result: dict, backend: str) -> str:
         return short_refusal(b["refused"] or "did not start")
     seen = f"sees {b['scenariosPassed']}/{b['scenarios']}"
     hooks = [f"{b[k]:.0f}" if b.get(k) is not None else "?" for k in ("openHookNs", "connectHookNs")]
-    return f"{seen}; {hooks[0]} / {hooks[1]} ns"
+    text = f"{seen}; {hooks[0]} / {hooks[1]} ns"
+    if "enforcePassed" in b:
+        how = "EPERM" if backend in ("lsm", "fentry") else "SIGKILL"
+        pinned = "" if b.get("enforcePinned") else ", not pinned"
+        text += f"; blocks {b['enforcePassed']}/{b['enforceScenarios']} ({how}{pinned})"
+    return text
 
 
 def kernel_key(result: dict):

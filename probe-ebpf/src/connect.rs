@@ -9,12 +9,11 @@ use aya_ebpf::{
 use probe_common::{action, kind};
 
 use crate::{
-    enforce::{enforce, Refusal},
+    enforce::{enforce, lsm_return, Refusal},
     helpers::{emit, read, rodata, watched_inode},
 };
 
 const AF_UNIX: u16 = 1;
-pub(crate) const EPERM: i32 = 1;
 const TCP_LISTEN: u8 = 10;
 
 /// Raw tracepoint `sk_data_ready` (`trace_sk_data_ready(const struct sock *sk)`): a connect
@@ -74,16 +73,6 @@ fn may_send_to(other: u64, how: Refusal) -> u32 {
     match read::<u64>(other, rodata!(OFFSETS.socket_sk)) {
         Some(sk) => connect_to(sk, how),
         None => action::NONE,
-    }
-}
-
-/// An LSM hook's return value for `action`.
-#[inline(always)]
-fn lsm_return(action: u32) -> i32 {
-    if action == action::REFUSED {
-        -EPERM
-    } else {
-        0
     }
 }
 

@@ -94,3 +94,19 @@ pub(crate) fn enforce(how: Refusal) -> u32 {
 }
 
 const SIGKILL: u32 = 9;
+
+/// An LSM program's return value for `action`: `-EPERM` when it refused, else 0. Both are
+/// loaded from frozen `.rodata` with volatile loads, which LLVM can neither fold nor move out
+/// of their branches, so the verifier sees a known constant on every path. With literals,
+/// LLVM folds "refused ? -EPERM : 0" into `r0 = -(cond)` (or reuses the action's register for
+/// the 0), whose value the 6.12 verifier cannot bound, and it rejects an LSM program whose
+/// return value it cannot prove is in [-4095, 0].
+#[inline(always)]
+pub(crate) fn lsm_return(action: u32) -> i32 {
+    use core::ptr::{addr_of, read_volatile};
+    if action == action::REFUSED {
+        unsafe { read_volatile(addr_of!(crate::maps::LSM_REFUSAL)) }
+    } else {
+        unsafe { read_volatile(addr_of!(crate::maps::LSM_ALLOW)) }
+    }
+}

@@ -76,6 +76,13 @@ pub static FIELDS: RecordFields = RecordFields {
     mkdir_path: 0,
 };
 
+/// What an LSM program returns to refuse (`-EPERM`) and to let through (0): `.rodata` values
+/// read with volatile loads (see `enforce::lsm_return`), not literals.
+#[no_mangle]
+pub static LSM_REFUSAL: i32 = -1;
+#[no_mangle]
+pub static LSM_ALLOW: i32 = 0;
+
 /// Opens and cgroup events.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);

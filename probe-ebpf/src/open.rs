@@ -17,8 +17,7 @@ use aya_ebpf::{
 };
 use probe_common::{action, kind, COUNTER_OPENS_LIMITED, OPEN_BURST, OPEN_RATE_PER_SEC, PATH_LEN};
 
-use crate::connect::EPERM;
-use crate::enforce::{enforce, Refusal};
+use crate::enforce::{enforce, lsm_return, Refusal};
 use crate::helpers::{
     bump, copy_user_path, emit, field, fill_task, namespaces, read, reserve, rodata, watched_inode,
 };
@@ -66,10 +65,7 @@ fn on_socket_file_open(file: u64, inode: u64, mode: u16, how: Refusal) -> Option
 
 #[lsm(hook = "file_open")]
 pub fn lsm_file_open(ctx: LsmContext) -> i32 {
-    match on_file_open(ctx.arg::<u64>(0), Refusal::Return) {
-        Some(action::REFUSED) => -EPERM,
-        _ => 0,
-    }
+    lsm_return(on_file_open(ctx.arg::<u64>(0), Refusal::Return).unwrap_or(action::NONE))
 }
 
 #[fentry(function = "security_file_open")]

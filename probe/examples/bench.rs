@@ -4,6 +4,8 @@
 //! Rounds alternate "probe attached" and "not attached" in one run (these machines are
 //! noisy), each round timing a batch of open()+close() of a regular file and connect() to
 //! an unrelated UNIX socket; ratios are medians of attached rounds over detached ones.
+//! Three probe configurations: default, `--detect-open`, and `--enforce` (skipped when
+//! `SOCKWARDEN_PROBE` names another build, which may not have it).
 use std::{
     io::{BufRead, BufReader},
     os::unix::net::{UnixListener, UnixStream},
@@ -75,6 +77,15 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
+fn uninstall(pin_dir: &str) {
+    let status = Command::new(probe_bin())
+        .args(["uninstall", "--pin-dir", pin_dir])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "uninstall failed");
+}
+
 /// ns per open()+close() of a regular file.
 fn time_open(path: &Path) -> f64 {
     let start = Instant::now();
@@ -126,6 +137,11 @@ fn overhead(label: &str, probe_args: &[&str], file: &Path, sock: &Path) {
                 .fold(f64::MAX, f64::min);
             if let Some(p) = probe {
                 stop(p);
+                // An enforcing probe leaves its programs pinned on exit (by design): remove
+                // them, or the next "not attached" round would still run them.
+                if let Some(at) = probe_args.iter().position(|a| *a == "--pin-dir") {
+                    uninstall(probe_args[at + 1]);
+                }
                 on_o.push(o);
                 on_c.push(c);
             } else {
@@ -189,5 +205,16 @@ fn main() {
     );
     overhead("default       ", &[], &file, &sock);
     overhead("--detect-open ", &["--detect-open"], &file, &sock);
+    // Enforcing (every container refused, the links pinned): unrelated syscalls run no
+    // enforcement code, which runs only after a watched socket matched.
+    if std::env::var_os("SOCKWARDEN_PROBE").is_none() {
+        let pins = format!("/sys/fs/bpf/sw-bench-{}", std::process::id());
+        overhead(
+            "--enforce     ",
+            &["--enforce", "--pin-dir", &pins],
+            &file,
+            &sock,
+        );
+    }
     latency(dir.path());
 }

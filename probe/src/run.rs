@@ -521,15 +521,22 @@ fn start_enforcing(
         enforce::block_every_container(),
     );
     let cgroups = enforcer.resync();
-    let blocks_with = {
+    let (blocks_with, unpinned) = {
         let mut backend = backend.lock().unwrap_or_else(|p| p.into_inner());
-        backend
+        let unpinned = backend
             .arm_enforcement(&args.btf, Some(&args.pin_dir))
             .context("cannot enforce on this node")?;
-        backend.blocks_with()
+        (backend.blocks_with(), unpinned)
     };
     metrics.enforcing.with_label_values(&[blocks_with]).set(1);
-    tracing::info!(cgroups, blocks_with, pinned = %args.pin_dir.display(), "enforcing: containers' touches of the watched sockets are refused");
+    match unpinned {
+        None => {
+            tracing::info!(cgroups, blocks_with, pinned = %args.pin_dir.display(), "enforcing: containers' touches of the watched sockets are refused")
+        }
+        Some(why) => {
+            tracing::warn!(cgroups, blocks_with, not_pinned = %backend::sentence(&why), "enforcing only while this probe runs: containers' touches of the watched sockets are refused")
+        }
+    }
     Ok(Arc::new(Mutex::new(enforcer)))
 }
 

@@ -370,6 +370,38 @@ const SCENARIOS: &[&str] = &[
     "host-process",
 ];
 
+/// Enforcement, checked for every backend that runs (`lib.sh` `run_enforce`); `enforce-open`
+/// only where the open hook can refuse (not `tracepoint`).
+const ENFORCE_SCENARIOS: &[&str] = &[
+    "enforce-starts",
+    "enforce-direct",
+    "enforce-bind-mount",
+    "enforce-symlink",
+    "enforce-new-container",
+    "enforce-open",
+    "enforce-host-spared",
+    "enforce-after-probe-killed",
+    "enforce-uninstall",
+];
+
+/// The enforcement results `backend` must show on a kernel `version`: every scenario passes,
+/// except that a kprobe backend on a kernel without perf-event `bpf_link`s (before 5.15)
+/// cannot pin, and says so.
+fn enforce_expected(backend: &str, version: (u32, u32)) -> Vec<(&'static str, &'static str)> {
+    ENFORCE_SCENARIOS
+        .iter()
+        .filter(|name| !(backend == "tracepoint" && **name == "enforce-open"))
+        .map(|name| {
+            let unpinnable = backend == "kprobe" && version < (5, 15);
+            if unpinnable && *name == "enforce-after-probe-killed" {
+                (*name, "NOTPINNED")
+            } else {
+                (*name, "PASS")
+            }
+        })
+        .collect()
+}
+
 /// What one cell of the matrix must show: the backends that load and see every scenario,
 /// those refused (with words their one-sentence refusal must hold), and what auto picks.
 struct Expect {
@@ -547,6 +579,17 @@ fn kernel_matrix(arch: Arch, suite: &str, version: (u32, u32)) {
                     problems.push(format!("{cell}: {backend} {name} did not pass"));
                 }
             }
+            for (name, want) in enforce_expected(backend, version) {
+                let line = format!("SWTEST {backend} {name} {want}");
+                if !console.lines().any(|l| l.trim() == line) {
+                    let got = console
+                        .lines()
+                        .find(|l| l.starts_with(&format!("SWTEST {backend} {name} ")));
+                    problems.push(format!(
+                        "{cell}: {backend} {name} should be {want}, got {got:?}"
+                    ));
+                }
+            }
         }
         for (backend, words) in &want.refused {
             let refusal = console
@@ -598,6 +641,17 @@ fn kernel_matrix(arch: Arch, suite: &str, version: (u32, u32)) {
                     console.lines().any(|l| l.trim() == line)
                 })
                 .count();
+            let enforce = enforce_expected(backend, version);
+            let enforced = enforce
+                .iter()
+                .filter(|(name, want)| {
+                    let line = format!("SWTEST {backend} {name} {want}");
+                    console.lines().any(|l| l.trim() == line)
+                })
+                .count();
+            let pinned = console
+                .lines()
+                .any(|l| l.trim() == format!("SWTEST {backend} enforce-after-probe-killed PASS"));
             let (open_prog, connect_prog) = hook_programs(backend);
             backends.insert(
                 backend.into(),
@@ -606,6 +660,9 @@ fn kernel_matrix(arch: Arch, suite: &str, version: (u32, u32)) {
                     "refused": refusal,
                     "scenariosPassed": passed,
                     "scenarios": SCENARIOS.len(),
+                    "enforcePassed": enforced,
+                    "enforceScenarios": enforce.len(),
+                    "enforcePinned": pinned,
                     "openHookNs": per_run(&console, backend, open_prog),
                     "connectHookNs": per_run(&console, backend, connect_prog),
                     "openSyscallNs": base(&console, backend, "open_ns"),

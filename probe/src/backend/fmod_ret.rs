@@ -204,8 +204,14 @@ pub fn pin(fd: BorrowedFd<'_>, path: &Path) -> std::io::Result<()> {
     let mut attr = [0u8; 16];
     attr[0..8].copy_from_slice(&(c_path.as_ptr() as u64).to_ne_bytes());
     attr[8..12].copy_from_slice(&(fd.as_raw_fd() as u32).to_ne_bytes());
-    // SAFETY: attr is a valid bpf_attr prefix; c_path outlives the call.
-    unsafe { sys_bpf(BPF_OBJ_PIN, &attr) }.map(drop)
+    // SAFETY: attr is a valid bpf_attr prefix; c_path outlives the call. BPF_OBJ_PIN returns
+    // 0, not a descriptor: it must not be wrapped in an OwnedFd (dropping one would close
+    // descriptor 0).
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_PIN, attr.as_ptr(), attr.len() as u32) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `bpf(cmd, attr)`: the descriptor the kernel returns, owned (closed on drop), or its errno.
@@ -220,4 +226,35 @@ unsafe fn sys_bpf(cmd: libc::c_long, attr: &[u8]) -> std::io::Result<OwnedFd> {
     }
     // SAFETY: the kernel returned a new descriptor that nothing else owns.
     Ok(OwnedFd::from_raw_fd(fd as i32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The instruction bytes as the kernel reads them (`struct bpf_insn`: code, dst:4 src:4,
+    /// off, imm), compared with what `llvm-objdump` prints for the same instructions.
+    #[test]
+    fn instructions_encode_as_the_kernel_reads_them() {
+        let bytes = |i: u64| i.to_le_bytes();
+        assert_eq!(bytes(EXIT), [0x95, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            bytes(mov_imm(0, -EPERM)),
+            [0xb7, 0x00, 0, 0, 0xff, 0xff, 0xff, 0xff]
+        );
+        assert_eq!(bytes(mov_reg(2, 10)), [0xbf, 0xa2, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            bytes(add_imm(2, -8)),
+            [0x07, 0x02, 0, 0, 0xf8, 0xff, 0xff, 0xff]
+        );
+        assert_eq!(
+            bytes(stx_dw(10, 0, -8)),
+            [0x7b, 0x0a, 0xf8, 0xff, 0, 0, 0, 0]
+        );
+        assert_eq!(bytes(call(14)), [0x85, 0, 0, 0, 14, 0, 0, 0]);
+        assert_eq!(bytes(jeq_imm(0, 0, 7)), [0x15, 0, 7, 0, 0, 0, 0, 0]);
+        let (lo, hi) = ld_map_fd(1, 5);
+        assert_eq!(bytes(lo), [0x18, 0x11, 0, 0, 5, 0, 0, 0]);
+        assert_eq!(hi, 0);
+    }
 }

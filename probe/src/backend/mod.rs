@@ -295,12 +295,14 @@ impl Backend {
     /// Turns enforcement on: the `fentry` backend's refusing programs attach, and with
     /// `pin_dir` every enforcing link is pinned there (taking over from an earlier probe's
     /// pins) before the switch is set. Verdicts should be written first: from the switch on,
-    /// a cgroup without one is refused.
+    /// a cgroup without one is refused. Returns why the links are not pinned, where this
+    /// kernel cannot hold them as `bpf_link`s (perf-event links before 5.15): the node then
+    /// enforces only while a probe runs.
     pub fn arm_enforcement(
         &mut self,
         btf: &Path,
         pin_dir: Option<&Path>,
-    ) -> Result<(), EnforceError> {
+    ) -> Result<Option<EnforceError>, EnforceError> {
         if self.kind == BackendKind::Fentry && self.refusers.is_empty() {
             let map = self
                 .ebpf
@@ -326,11 +328,11 @@ impl Backend {
             }
             self.refusers = refusers;
         }
-        if let Some(dir) = pin_dir {
-            if self.pinned.is_none() {
-                if self.hooks.is_empty() {
-                    return Err(EnforceError::NotPinnable(self.kind));
-                }
+        let mut unpinned = None;
+        if let Some(dir) = pin_dir.filter(|_| self.pinned.is_none()) {
+            if self.hooks.is_empty() {
+                unpinned = Some(EnforceError::NotPinnable(self.kind));
+            } else {
                 pin::prepare(dir)?;
                 let pinned = pin::pin(dir, std::mem::take(&mut self.hooks), &self.refusers)?;
                 self.pinned = Some(pinned);
@@ -346,7 +348,7 @@ impl Backend {
                 );
             }
         }
-        Ok(())
+        Ok(unpinned)
     }
 
     /// Turns enforcement off and removes this probe's pins (its links detach on exit).

@@ -90,11 +90,10 @@ pub fn pin(
     hooks: Vec<(&'static str, FdLink)>,
     refusers: &[(String, OwnedFd)],
 ) -> Result<Pinned, PinError> {
-    let generation = format!(
-        "g{}_{}",
-        std::process::id(),
-        crate::pipeline::monotonic_ns()
-    );
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let generation = format!("g{}_{}", std::process::id(), since_epoch.as_nanos());
     let path_of = |program: &str| dir.join(format!("{generation}-{program}"));
     let mut links = Vec::with_capacity(hooks.len());
     for (program, link) in hooks {
@@ -141,14 +140,48 @@ impl Pinned {
     }
 }
 
-/// Removes every pinned link in `dir` and the directory: uninstall. Returns how many.
+/// Removes every pinned link in `dir` and the directory: uninstall. Returns how many, once
+/// the kernel has detached them: a link whose last reference was its pin is released
+/// asynchronously (after an RCU grace period), and "uninstalled" must mean "not enforcing".
 pub fn remove_all(dir: &Path) -> std::io::Result<usize> {
     if !dir.exists() {
         return Ok(0);
     }
+    let ids = link_ids(dir);
     let removed = remove_where(dir, |_| true);
     std::fs::remove_dir(dir)?;
+    wait_detached(&ids);
     Ok(removed)
+}
+
+/// The kernel ids of the links pinned in `dir`.
+fn link_ids(dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| PinnedLink::from_pin(e.path()).ok())
+        .filter_map(|pinned| FdLink::from(pinned).info().ok().map(|i| i.id()))
+        .collect()
+}
+
+/// Waits (10 s at most) until no link with one of `ids` is loaded.
+fn wait_detached(ids: &[u32]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let still = aya::programs::loaded_links()
+            .flatten()
+            .any(|link| ids.contains(&link.id()));
+        if !still {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    tracing::warn!(
+        ?ids,
+        "pinned links still attached 10 s after their pins were removed"
+    );
 }
 
 fn remove_where(dir: &Path, pick: impl Fn(&str) -> bool) -> usize {

@@ -6,6 +6,9 @@
  *   swclient connect-fd PATH     open PATH with O_PATH, then connect via /proc/self/fd/N
  *   swclient open PATH           open PATH O_RDWR (a socket file answers ENXIO)
  *   swclient serve PATH          bind and listen at PATH (a decoy), accept forever
+ *   swclient serve-log PATH LOG  a stand-in daemon: per connection, read what the client
+ *                                sends (one read, 2 s at most), answer when it sent
+ *                                anything, append "conn <bytes>" to LOG
  *   swclient decoy PATH          bind PATH, then connect to it ourselves and send
  *   swclient touch-connect PATH  connect and close without sending a byte
  *   swclient create PATH         connect and ask the daemon to create a privileged container
@@ -19,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -121,7 +125,30 @@ static long long bench(int connect_mode, const char *path) {
     return per_batch[BATCHES / 2];
 }
 
+__attribute__((noreturn)) static void serve_log(const char *path, const char *log) {
+    int fd = listen_at(path);
+    for (;;) {
+        int c = accept(fd, NULL, NULL);
+        if (c < 0) continue;
+        struct timeval tv = {.tv_sec = 2};
+        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        char buf[4096];
+        ssize_t n = read(c, buf, sizeof(buf));
+        if (n > 0) {
+            static const char OK[] = "HTTP/1.0 200 OK\r\n\r\n";
+            (void)!write(c, OK, sizeof(OK) - 1);
+        }
+        FILE *f = fopen(log, "a");
+        if (f) {
+            fprintf(f, "conn %zd\n", n < 0 ? 0 : n);
+            fclose(f);
+        }
+        close(c);
+    }
+}
+
 int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "serve-log")) serve_log(argv[2], argv[3]);
     if (argc != 3) {
         fprintf(stderr, "usage: swclient connect|connect-fd|open|serve|decoy|touch-connect|create PATH\n");
         return 2;

@@ -2,6 +2,8 @@
 # Docker container's plus new mount and PID namespaces. Results go to the serial console as
 # lines starting with SW, which the host test parses.
 CID=4c1f0e2d3b4a59687766554433221100ffeeddccbbaa99887766554433221100
+# A container whose cgroup appears while the probe already enforces.
+CID2=5d2a1f3e4c5b6a798877665544332211ffeeddccbbaa998877665544332211aa
 PORT=9464
 
 result() { echo "SWTEST $1 $2 $3"; }
@@ -125,8 +127,97 @@ report_bench() { # backend rounds [flags...]
 
 start_daemon() {
   mkdir -p /sys/fs/cgroup/docker/$CID
-  /bin/swclient serve /run/docker.sock >/dev/null &
+  # The stand-in daemon logs what each connection sent: "did the daemon hear a request".
+  /bin/swclient serve-log /run/docker.sock /tmp/daemon.log >/dev/null &
   DAEMON=$!
   echo x > /tmp/regular
   sleep 0.5
+}
+
+# Stopped: the daemon heard no request, the client did not get through, and (while the probe
+# runs) the finding says Blocked and how. $how is EPERM or SIGKILL.
+expect_stopped() { # backend name client-output requested-path probe-alive
+  if grep -q "conn [1-9]" /tmp/daemon.log; then
+    result "$1" "$2" "FAIL the daemon received a request: $(tr '\n' ' ' </tmp/daemon.log)"
+  elif echo "$3" | grep -q connected; then
+    result "$1" "$2" "FAIL the client got through: $3"
+  elif [ "$how" = EPERM ] && ! echo "$3" | grep -q "Operation not permitted"; then
+    result "$1" "$2" "FAIL no EPERM: $3"
+  elif [ "$5" = alive ] && ! { wait_for /tmp/findings.json "\"requestedPath\":\"$4\"" 20 \
+      && grep "\"requestedPath\":\"$4\"" /tmp/findings.json | grep "\"action\":\"Blocked\"" \
+      | grep -q "\"enforcement\":\"$how\""; }; then
+    result "$1" "$2" "FAIL no Blocked/$how finding for $4"
+  else
+    result "$1" "$2" PASS
+  fi
+  : > /tmp/daemon.log
+}
+
+# Enforcement with backend $1: a container is stopped by the direct path, a bind mount, a
+# symlink and as a new container; its write-intent open too where the hook can refuse; the
+# host is spared; the pinned links keep enforcing after the probe is SIGKILLed, until
+# `uninstall`. lsm and fentry refuse (EPERM), tracepoint and kprobe stop the caller (SIGKILL).
+run_enforce() { # backend
+  b=$1
+  case $b in lsm|fentry) how=EPERM ;; *) how=SIGKILL ;; esac
+  pins=/sys/fs/bpf/sw-$b
+  if ! start_probe $b --enforce --pin-dir $pins; then
+    result $b enforce-starts "FAIL $(tail -c 300 /tmp/probe.log | tr '\n' ' ')"
+    return
+  fi
+  # enforcement is armed after the sockets are watched: wait for it, or for the probe's exit
+  i=0
+  while [ $i -lt 600 ] && ! grep -q "enforcing" /tmp/probe.log && kill -0 $PROBE 2>/dev/null; do
+    sleep 0.1; i=$((i + 1))
+  done
+  if grep -q "enforcing" /tmp/probe.log; then
+    result $b enforce-starts PASS
+  else
+    result $b enforce-starts "FAIL no enforcing line: $(tail -c 2000 /tmp/probe.log | tr '\n' ' ')"
+  fi
+  : > /tmp/daemon.log
+  out=$(in_container "/bin/swclient create /run/docker.sock" 2>&1)
+  expect_stopped $b enforce-direct "$out" /run/docker.sock alive
+  out=$(in_container "mkdir -p /tmp/e-$b && touch /tmp/e-$b/innocent.sock && mount --bind /run/docker.sock /tmp/e-$b/innocent.sock && /bin/swclient create /tmp/e-$b/innocent.sock" 2>&1)
+  expect_stopped $b enforce-bind-mount "$out" /tmp/e-$b/innocent.sock alive
+  out=$(in_container "ln -s /run/docker.sock /tmp/e-link-$b.sock && /bin/swclient create /tmp/e-link-$b.sock" 2>&1)
+  expect_stopped $b enforce-symlink "$out" /tmp/e-link-$b.sock alive
+  # a container whose cgroup did not exist when enforcement began: refused at once
+  rmdir /sys/fs/cgroup/docker/$CID2 2>/dev/null
+  out=$(sh -c "mkdir /sys/fs/cgroup/docker/$CID2 && echo \$\$ > /sys/fs/cgroup/docker/$CID2/cgroup.procs && exec unshare -m -p -f /bin/swclient create /run/docker.sock" 2>&1)
+  expect_stopped $b enforce-new-container "$out" /run/docker.sock alive
+  if [ $b != tracepoint ]; then
+    out=$(in_container "/bin/swclient open /run/docker.sock" 2>&1)
+    if echo "$out" | grep -q "No such device"; then
+      result $b enforce-open "FAIL the open reached the socket: $out"
+    elif [ $how = EPERM ] && ! echo "$out" | grep -q "Operation not permitted"; then
+      result $b enforce-open "FAIL no EPERM: $out"
+    else
+      result $b enforce-open PASS
+    fi
+  fi
+  out=$(/bin/swclient connect /run/docker.sock 2>&1)
+  if echo "$out" | grep -q connected && grep -q "conn [1-9]" /tmp/daemon.log; then
+    result $b enforce-host-spared PASS
+  else
+    result $b enforce-host-spared "FAIL the host was refused: $out"
+  fi
+  : > /tmp/daemon.log
+  pinned=yes
+  grep -q "enforcing only while this probe runs" /tmp/probe.log && pinned=no
+  kill -9 $PROBE; wait $PROBE 2>/dev/null
+  out=$(in_container "/bin/swclient create /run/docker.sock" 2>&1)
+  if [ $pinned = no ]; then
+    result $b enforce-after-probe-killed NOTPINNED
+  else
+    expect_stopped $b enforce-after-probe-killed "$out" /run/docker.sock dead
+  fi
+  /bin/sockwarden-probe uninstall --pin-dir $pins >/dev/null 2>&1
+  out=$(in_container "/bin/swclient create /run/docker.sock" 2>&1)
+  if echo "$out" | grep -q connected && [ ! -e $pins ]; then
+    result $b enforce-uninstall PASS
+  else
+    result $b enforce-uninstall "FAIL still refused after uninstall: $out"
+  fi
+  : > /tmp/daemon.log
 }

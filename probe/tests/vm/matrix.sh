@@ -13,16 +13,20 @@ for backend in lsm fentry tracepoint kprobe; do
     run_scenarios $backend
     report_stats $backend
     stop_probe
+    run_enforce $backend
     report_bench $backend 2 $flags
   else
     wait $PROBE 2>/dev/null
-    why=$(grep "cannot run on this node" /tmp/probe.log | head -n1 | sed 's/.*cannot run on this node: //')
+    # the whole refusal, verifier output included (it spans lines)
+    why=$(sed -n '/cannot run on this node/,$p' /tmp/probe.log | tr '\n' ' ' | sed 's/.*cannot run on this node: //')
+    # long (a verifier log): its first words and its last, where the verifier says why
+    [ ${#why} -gt 2400 ] && why="$(echo "$why" | cut -c1-400) ... $(echo "$why" | tail -c 2000)"
     echo "SWLOAD $backend refused ${why:-$(tail -c 300 /tmp/probe.log | tr '\n' ' ')}"
   fi
 done
 echo 0 > /proc/sys/kernel/bpf_stats_enabled
 
-# what fentry-backend enforcement will use: fmod_ret on the security_* functions
+# fmod_ret on the security_* functions (how the fentry backend refuses)
 if /bin/sockwarden-probe check-fmod-ret >/tmp/fmod.log 2>&1; then
   echo "SWFMOD attaches"
 else
