@@ -140,47 +140,87 @@ impl Pinned {
     }
 }
 
-/// Removes every pinned link in `dir` and the directory: uninstall. Returns how many, once
-/// the kernel has detached them: a link whose last reference was its pin is released
-/// asynchronously (after an RCU grace period), and "uninstalled" must mean "not enforcing".
+/// Removes every pinned link in `dir` and the directory: uninstall. Returns how many.
+/// "Uninstalled" must mean "not enforcing" when this returns, but a link whose last reference
+/// was its pin detaches asynchronously (after RCU grace periods: an LSM link on 6.12 under
+/// emulation still refused for up to 3 s). So the programs' enforcement switch is turned off
+/// first, which takes effect at once, and then this waits for the programs to be released.
 pub fn remove_all(dir: &Path) -> std::io::Result<usize> {
     if !dir.exists() {
         return Ok(0);
     }
-    let ids = link_ids(dir);
+    let programs = linked_programs(dir);
+    switch_off(&programs);
     let removed = remove_where(dir, |_| true);
     std::fs::remove_dir(dir)?;
-    wait_detached(&ids);
+    wait_unloaded(&programs);
     Ok(removed)
 }
 
-/// The kernel ids of the links pinned in `dir`.
-fn link_ids(dir: &Path) -> Vec<u32> {
+/// The ids of the programs the links pinned in `dir` attach.
+fn linked_programs(dir: &Path) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     entries
         .flatten()
         .filter_map(|e| PinnedLink::from_pin(e.path()).ok())
-        .filter_map(|pinned| FdLink::from(pinned).info().ok().map(|i| i.id()))
+        .filter_map(|pinned| FdLink::from(pinned).info().ok().map(|i| i.program_id()))
         .collect()
 }
 
-/// Waits (10 s at most) until no link with one of `ids` is loaded.
-fn wait_detached(ids: &[u32]) {
+/// Sets to 0 the `ENFORCE` switch in the maps `programs` use: they stop refusing at once.
+fn switch_off(programs: &[u32]) {
+    let maps: std::collections::HashSet<u32> = aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| programs.contains(&p.id()))
+        .filter_map(|p| p.map_ids().ok().flatten())
+        .flatten()
+        .collect();
+    let mut switched = 0;
+    for id in maps {
+        let is_switch =
+            aya::maps::MapInfo::from_id(id).is_ok_and(|m| m.name_as_str() == Some("ENFORCE"));
+        let Some(data) = is_switch
+            .then(|| aya::maps::MapData::from_id(id).ok())
+            .flatten()
+        else {
+            continue;
+        };
+        let set = aya::maps::Array::<_, u32>::try_from(aya::maps::Map::Array(data))
+            .and_then(|mut switch| switch.set(0, 0, 0));
+        match set {
+            Ok(()) => switched += 1,
+            Err(e) => {
+                tracing::warn!(map = id, error = %e, "could not turn a pinned program's enforcement off")
+            }
+        }
+    }
+    if switched == 0 && !programs.is_empty() {
+        tracing::warn!(
+            ?programs,
+            "no enforcement switch found for the pinned programs"
+        );
+    }
+}
+
+/// Waits (10 s at most) until none of `programs` is loaded: a link releases its program only
+/// after detaching it. (A link's own id is no proof: it stops resolving as soon as its count
+/// drops, before it detaches.)
+fn wait_unloaded(programs: &[u32]) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
-        let still = aya::programs::loaded_links()
+        let still = aya::programs::loaded_programs()
             .flatten()
-            .any(|link| ids.contains(&link.id()));
+            .any(|p| programs.contains(&p.id()));
         if !still {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     tracing::warn!(
-        ?ids,
-        "pinned links still attached 10 s after their pins were removed"
+        ?programs,
+        "programs still loaded 10 s after their pins were removed"
     );
 }
 

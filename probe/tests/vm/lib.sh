@@ -212,12 +212,14 @@ run_enforce() { # backend
   else
     expect_stopped $b enforce-after-probe-killed "$out" /run/docker.sock dead
   fi
-  /bin/sockwarden-probe uninstall --pin-dir $pins >/dev/null 2>&1
+  said=$(/bin/sockwarden-probe uninstall --pin-dir $pins 2>&1 | tr '\n' ' ')
   out=$(in_container "/bin/swclient create /run/docker.sock" 2>&1)
   if echo "$out" | grep -q connected && [ ! -e $pins ]; then
     result $b enforce-uninstall PASS
   else
-    result $b enforce-uninstall "FAIL still refused after uninstall: $out"
+    sleep 3
+    later=$(in_container "/bin/swclient create /run/docker.sock" 2>&1 | tr '\n' ' ')
+    result $b enforce-uninstall "FAIL still refused after uninstall: $out; uninstall said: $said; 3 s later: $later; pins: $(ls $pins 2>&1 | tr '\n' ' ')"
   fi
   : > /tmp/daemon.log
 }
