@@ -77,12 +77,6 @@ impl Enforcer {
         }
     }
 
-    /// Replaces the judge (policies changed) and writes every verdict again.
-    pub fn set_judge(&mut self, judge: Judge) {
-        self.judge = judge;
-        self.resync();
-    }
-
     /// A new cgroup (its `cgroup_mkdir` event).
     pub fn on_cgroup(&mut self, id: u64, path: &str) {
         let verdict = verdict_of(id, path, self.own_cgroup, &self.judge);

@@ -279,10 +279,6 @@ impl Backend {
         })
     }
 
-    pub fn kind(&self) -> BackendKind {
-        self.kind
-    }
-
     /// How this backend stops a refused caller: `EPERM` (the syscall fails) or `SIGKILL`
     /// (the caller dies before the syscall returns to it).
     pub fn blocks_with(&self) -> &'static str {
@@ -349,19 +345,6 @@ impl Backend {
             }
         }
         Ok(unpinned)
-    }
-
-    /// Turns enforcement off and removes this probe's pins (its links detach on exit).
-    pub fn disarm_enforcement(&mut self) -> Result<(), EnforceError> {
-        self.set_switch(0)?;
-        if let Some(pinned) = self.pinned.take() {
-            pinned.remove();
-        }
-        Ok(())
-    }
-
-    pub fn enforcing(&self) -> bool {
-        self.enforce_switch.get(&0, 0).unwrap_or(0) != 0
     }
 
     fn set_switch(&mut self, on: u32) -> Result<(), EnforceError> {

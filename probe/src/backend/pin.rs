@@ -132,12 +132,6 @@ impl Pinned {
             !name.starts_with(&format!("{}-", self.generation))
         })
     }
-
-    /// Removes this generation's pins: its links detach when the probe's descriptors close.
-    pub fn remove(self) -> usize {
-        let own = format!("{}-", self.generation);
-        remove_where(&self.dir, |name| name.starts_with(&own))
-    }
 }
 
 /// Removes every pinned link in `dir` and the directory: uninstall. Returns how many.
