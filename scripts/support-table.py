@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The README's support table, from the kernel matrix's results.
 
-`cargo test -p probe --test vm_backends` leaves one JSON file per matrix cell (arch, Debian
-suite, with or without `bpf` in `lsm=`) under target/tmp/vm-matrix. This renders them as a
+`cargo test -p probe --test vm_backends` leaves one JSON file per boot (arch, Debian suite,
+with or without `bpf` in `lsm=`) under target/tmp/vm-matrix. This renders them as a
 Markdown table; with --write README.md it replaces the table between the README's
 `<!-- support:start -->` and `<!-- support:end -->` markers.
 
@@ -42,22 +42,38 @@ def cell(result: dict, backend: str) -> str:
 
 def kernel_key(result: dict):
     return (result["arch"], [int(p) if p.isdigit() else 0
-                             for p in result["kernel"].split("-")[0].split(".")],
-            not result["bpfInLsm"])
+                             for p in result["kernel"].split("-")[0].split(".")])
+
+
+def auto_cell(result: dict) -> str:
+    if not result["auto"]:
+        return "none"
+    return f"`{result['auto']}`" + ("" if result["autoSees"] else " (blind!)")
 
 
 def table(results: list) -> str:
+    """One row per kernel: its boot with `bpf` in lsm= forces every backend; the boot without
+    forces `lsm` alone (refused) and shows what auto falls back to."""
     lines = [
-        "| arch | kernel | `bpf` in `lsm=` | auto picks | `lsm` | `fentry` | `tracepoint` | `kprobe` | fmod_ret |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| arch | kernel | auto picks: `bpf` in `lsm=` / not | `lsm` | `fentry` | `tracepoint` | `kprobe` | fmod_ret |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in sorted(results, key=kernel_key):
-        suite = DEBIAN.get(r["suite"], r["suite"])
-        auto = f"`{r['auto']}`" + ("" if r["autoSees"] else " (blind!)") if r["auto"] else "none"
+    boots = {}
+    for r in results:
+        boots.setdefault((r["arch"], r["kernel"]), {})[r["bpfInLsm"]] = r
+    for (arch, kernel), pair in sorted(boots.items(), key=lambda kv: kernel_key(next(iter(kv[1].values())))):
+        full, without = pair.get(True), pair.get(False)
+        suite = DEBIAN.get((full or without)["suite"], (full or without)["suite"])
+        autos = " / ".join(auto_cell(r) if r else "not booted" for r in (full, without))
+        cells = [cell(full, b) if full else "not booted" for b in BACKENDS]
+        if without:
+            lsm = without["backends"]["lsm"]
+            cells[0] += "; without `bpf` in `lsm=`: " + (
+                "runs" if lsm["runs"] else short_refusal(lsm["refused"] or "did not start"))
+        fmod = full.get("fmodRetAttaches") if full else None
         lines.append(
-            f"| {r['arch']} | {r['kernel']} ({suite}) | {'yes' if r['bpfInLsm'] else 'no'} | "
-            f"{auto} | {' | '.join(cell(r, b) for b in BACKENDS)} | "
-            f"{'attaches' if r['fmodRetAttaches'] else 'refused'} |"
+            f"| {arch} | {kernel} ({suite}) | {autos} | {' | '.join(cells)} | "
+            f"{'attaches' if fmod else 'refused' if fmod is False else '?'} |"
         )
     return "\n".join(lines)
 
