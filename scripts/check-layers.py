@@ -43,7 +43,7 @@ MODULES = {
     ],
     "runtime": ["logging", "status", "shutdown", "host", "admin", "lib"],
     # The API's vocabulary: names, then the objects, then what is computed from them.
-    "api": ["names", "image", "finding", "policy", "lib", "validate", "compiled", "crds"],
+    "api": ["names", "image", "finding", "policy", "probe", "lib", "validate", "compiled", "crds"],
     "probe-ebpf": ["maps", "helpers", "enforce", "connect", "open", "cgroup", "main"],
 }
 

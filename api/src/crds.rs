@@ -10,7 +10,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{DockerAbuseFinding, DockerSocketPolicy};
+use crate::{DockerAbuseFinding, DockerSocketPolicy, DockerSocketProbe};
 
 /// The schema keyword of CEL rules.
 const CEL: &str = "x-kubernetes-validations";
@@ -39,11 +39,12 @@ pub fn shape_for(major: &str, minor: &str) -> Shape {
     }
 }
 
-/// Both CRDs in the given shape, in the order `crds/` holds them.
+/// The CRDs in the given shape, in the order `crds/` holds them.
 pub fn crds(shape: Shape) -> Vec<(&'static str, CustomResourceDefinition)> {
     [
         ("dockersocketpolicies.yaml", DockerSocketPolicy::crd()),
         ("dockerabusefindings.yaml", DockerAbuseFinding::crd()),
+        ("dockersocketprobes.yaml", DockerSocketProbe::crd()),
     ]
     .into_iter()
     .map(|(file, crd)| match shape {

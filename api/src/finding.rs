@@ -304,6 +304,7 @@ pub fn finding_name(
     container: &str,
     socket_path: &str,
     operation: FindingOperation,
+    action: FindingAction,
     program: &str,
 ) -> String {
     // FNV-1a over the key fields, NUL-separated; 64 bits in hex, twice with different
@@ -318,7 +319,13 @@ pub fn finding_name(
         }
         h
     }
-    let parts = [pod_uid, container, socket_path, operation.as_str(), program];
+    // A blocked touch is another object than an audited one (a finding's spec is kept as
+    // created); audited names are those of the versions before enforcement.
+    let op = match action {
+        FindingAction::Audit => operation.as_str().to_string(),
+        FindingAction::Blocked => format!("{} {}", operation.as_str(), action.as_str()),
+    };
+    let parts = [pod_uid, container, socket_path, &op, program];
     format!(
         "daf-{:016x}{:016x}",
         fnv(0xcbf2_9ce4_8422_2325, &parts),
@@ -394,6 +401,7 @@ mod tests {
             "app",
             "/run/docker.sock",
             FindingOperation::Connect,
+            FindingAction::Audit,
             "/bin/sh",
         );
         assert_eq!(
@@ -403,6 +411,7 @@ mod tests {
                 "app",
                 "/run/docker.sock",
                 FindingOperation::Connect,
+                FindingAction::Audit,
                 "/bin/sh"
             )
         );
@@ -416,6 +425,7 @@ mod tests {
                 "app",
                 "/run/docker.sock",
                 FindingOperation::Connect,
+                FindingAction::Audit,
                 "/bin/sh",
             ),
             finding_name(
@@ -423,6 +433,7 @@ mod tests {
                 "side",
                 "/run/docker.sock",
                 FindingOperation::Connect,
+                FindingAction::Audit,
                 "/bin/sh",
             ),
             finding_name(
@@ -430,6 +441,7 @@ mod tests {
                 "app",
                 "/run/containerd/containerd.sock",
                 FindingOperation::Connect,
+                FindingAction::Audit,
                 "/bin/sh",
             ),
             finding_name(
@@ -437,6 +449,7 @@ mod tests {
                 "app",
                 "/run/docker.sock",
                 FindingOperation::Open,
+                FindingAction::Audit,
                 "/bin/sh",
             ),
             finding_name(
@@ -444,7 +457,16 @@ mod tests {
                 "app",
                 "/run/docker.sock",
                 FindingOperation::Connect,
+                FindingAction::Audit,
                 "/usr/bin/curl",
+            ),
+            finding_name(
+                "uid-1",
+                "app",
+                "/run/docker.sock",
+                FindingOperation::Connect,
+                FindingAction::Blocked,
+                "/bin/sh",
             ),
             // field boundaries matter: ("ab","c") is not ("a","bc")
             finding_name(
@@ -452,6 +474,7 @@ mod tests {
                 "ap",
                 "p/run/docker.sock",
                 FindingOperation::Connect,
+                FindingAction::Audit,
                 "/bin/sh",
             ),
         ] {

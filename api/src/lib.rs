@@ -3,18 +3,22 @@
 //! - [`DockerSocketPolicy`] (cluster-scoped, `dsp`): what to watch, for which pods, with
 //!   which exemptions, and in which mode.
 //! - [`DockerAbuseFinding`] (namespaced, `daf`): one per offending (pod, container, socket,
-//!   operation, program name), counted and time-stamped.
+//!   operation, action, program name), counted and time-stamped.
+//! - [`DockerSocketProbe`] (namespaced, `dsprobe`): one per node, what its probe does (how it
+//!   enforces which policies), written by that probe.
 pub mod compiled;
 pub mod crds;
 pub mod finding;
 pub mod image;
 pub mod names;
 pub mod policy;
+pub mod probe;
 pub mod validate;
 
 pub use finding::*;
 pub use names::{label_value, short_digest};
 pub use policy::*;
+pub use probe::*;
 
 /// At most `max` bytes of `s` (on a character boundary), marked `…` when cut: a value a
 /// workload chose must not make a status message, Event or finding object huge.

@@ -12,8 +12,8 @@ pub enum Mode {
     /// Report findings; never interfere.
     #[default]
     Audit,
-    /// Refuse the access where the node's backend can (accepted now; the probe audits until
-    /// enforcement ships).
+    /// Also refuse the access: the container's touches of a watched socket fail (`EPERM`) or
+    /// the caller is stopped (`SIGKILL`), as each node's backend can.
     Enforce,
 }
 
@@ -28,8 +28,8 @@ pub enum Mode {
     category = "sockwarden",
     doc = "A cluster-wide policy for runtime-socket access from pods: which sockets are watched, for which pods, with which exemptions and retention of findings.",
     status = "DockerSocketPolicyStatus",
-    // MODE is what the nodes do, not what was asked for (REQUESTED, with -o wide): no node
-    // enforces yet, so an `Enforce` policy must not read as enforced.
+    // MODE is what the nodes do, not what was asked for (REQUESTED, with -o wide): an
+    // `Enforce` policy reads as enforced only once every node's probe enforces it.
     printcolumn = r#"{"name":"MODE","type":"string","description":"What the nodes do for this policy (status.effectiveMode)","jsonPath":".status.effectiveMode"}"#,
     printcolumn = r#"{"name":"REQUESTED","type":"string","description":"The mode the policy asks for (spec.mode)","priority":1,"jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"ACCEPTED","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
@@ -279,8 +279,9 @@ pub struct DockerSocketPolicyStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// What the nodes actually do for this policy. `Audit` for every policy in this
-    /// version, `mode: Enforce` included: no node blocks yet (see the `Enforced` condition).
+    /// What the nodes actually do for this policy: `Enforce` only while every node's probe
+    /// enforces its current generation (the `Enforced` condition says which do not), else
+    /// `Audit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_mode: Option<Mode>,
     /// `Accepted`, `Ready`, `Degraded`, and `Enforced` for a policy asking for `Enforce`.
@@ -319,8 +320,8 @@ pub mod condition {
     pub const ACCEPTED: &str = "Accepted";
     pub const READY: &str = "Ready";
     pub const DEGRADED: &str = "Degraded";
-    /// Only on policies asking for `Enforce`: whether the nodes block (today: False,
-    /// reason `NotImplemented`).
+    /// Only on policies asking for `Enforce`: whether every node's probe enforces the
+    /// policy's current generation.
     pub const ENFORCED: &str = "Enforced";
 }
 

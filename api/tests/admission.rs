@@ -28,8 +28,8 @@ fn helm() -> String {
     }
 }
 
-/// The policy as `helm template` renders it where the API server serves it.
-fn rendered_policy() -> Value {
+/// The policy `name` as `helm template` renders it where the API server serves it.
+fn rendered_policy(name: &str) -> Value {
     let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/sockwarden");
     let out = Command::new(helm())
         .args(["template", "sockwarden"])
@@ -56,8 +56,8 @@ fn rendered_policy() -> Value {
         .map(|d| serde_yaml_ng::from_value(serde_yaml_ng::Value::deserialize(d).unwrap()).unwrap())
         .collect();
     docs.into_iter()
-        .find(|d| d["kind"] == "ValidatingAdmissionPolicy")
-        .expect("the chart renders a ValidatingAdmissionPolicy")
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicy" && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("the chart renders the ValidatingAdmissionPolicy {name}"))
 }
 
 #[derive(Debug, PartialEq)]
@@ -76,11 +76,15 @@ struct Policy {
 
 impl Policy {
     fn load() -> Self {
+        Self::named("sockwarden-probe-findings")
+    }
+
+    fn named(name: &str) -> Self {
         let mut env = cel::Env::stdlib();
         env.add_extension(cel::extensions::strings).unwrap();
         Self {
             env: Arc::new(env),
-            spec: rendered_policy()["spec"].clone(),
+            spec: rendered_policy(name)["spec"].clone(),
         }
     }
 
@@ -459,5 +463,59 @@ fn long_node_names_are_labelled_by_their_prefix_and_a_hash() {
         &finding(&dotted, &format!("{}.-abcdef0123", "a".repeat(51)), None),
         &Value::Null,
         "sockwarden.io/node",
+    );
+}
+
+fn report(name: &str, node: &str) -> Value {
+    json!({
+        "apiVersion": "sockwarden.io/v1alpha1", "kind": "DockerSocketProbe",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"node": node, "backend": "lsm", "enforcing": true, "blocksWith": "EPERM", "pinned": true,
+                 "policies": [{"name": "enforce-payments", "generation": 2}]},
+    })
+}
+
+#[test]
+fn a_probe_writes_only_its_own_nodes_report() {
+    let p = Policy::named("sockwarden-probe-reports");
+    let mine = report("node-a", "node-a");
+    for op in ["CREATE", "UPDATE"] {
+        let req = request(PROBE, Some("node-a"), op, "");
+        assert_allowed(&p, &req, &mine, &Value::Null);
+        // Another node's report, by its name or by what it says, or without a node at all.
+        for forged in [
+            report("node-b", "node-b"),
+            report("node-a", "node-b"),
+            report("node-b", "node-a"),
+        ] {
+            assert_refused(
+                &p,
+                &req,
+                &forged,
+                &Value::Null,
+                "may only write the report of its own node",
+            );
+        }
+        assert_refused(
+            &p,
+            &request(PROBE, None, op, ""),
+            &mine,
+            &Value::Null,
+            "names no node",
+        );
+    }
+    // The operator and administrators are not restricted.
+    assert_eq!(
+        p.admit(
+            &request(
+                "system:serviceaccount:sockwarden-system:sockwarden-operator",
+                None,
+                "UPDATE",
+                ""
+            ),
+            &report("node-b", "node-b"),
+            &Value::Null
+        ),
+        Verdict::NotMatched
     );
 }

@@ -1,5 +1,6 @@
 //! What every reconcile shares: the API client, the Event publisher, metrics, the probe
-//! settings, the caches (reflector stores) of policies, findings and the probe DaemonSet,
+//! settings, the caches (reflector stores) of policies, findings, the probe DaemonSet and
+//! the probes' reports,
 //! and how a failed reconcile is retried.
 use std::{
     collections::HashMap,
@@ -7,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use api::{DockerAbuseFinding, DockerSocketPolicy};
+use api::{DockerAbuseFinding, DockerSocketPolicy, DockerSocketProbe};
 use k8s_openapi::{api::apps::v1::DaemonSet, jiff::Timestamp};
 use kube::{
     runtime::{controller::Action, reflector::Store},
@@ -44,6 +45,8 @@ pub struct Context {
     pub findings: Store<DockerAbuseFinding>,
     /// The probe DaemonSet as its watch last showed it (status counts for policy status).
     pub daemonsets: Store<DaemonSet>,
+    /// Each node's probe report, in sockwarden's namespace (what it enforces).
+    pub probes: Store<DockerSocketProbe>,
     /// (finding uid, target) -> the count an Event on that target was last published for.
     pub evented: Mutex<HashMap<(String, EventTarget), i64>>,
     pub started: Timestamp,

@@ -221,8 +221,13 @@ pub fn probe_daemonset(settings: &ProbeSettings, owner: Option<&OwnerReference>)
     );
     mounts.insert(0, json!({"name": "host-root", "mountPath": HOST_ROOT, "readOnly": true, "mountPropagation": "HostToContainer"}));
 
+    // The node, and the pod that owns the node's DockerSocketProbe report.
+    let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
     let mut env = vec![
-        json!({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}),
+        field("NODE_NAME", "spec.nodeName"),
+        field("POD_NAME", "metadata.name"),
+        field("POD_NAMESPACE", "metadata.namespace"),
+        field("POD_UID", "metadata.uid"),
     ];
     if let Some(api) = &settings.api_server {
         // Explicit container env wins over the kubelet's service variables.
@@ -393,7 +398,12 @@ mod tests {
         assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
         assert_eq!(
             c["env"],
-            json!([{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}])
+            json!([
+                {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+            ])
         );
         assert!(c["readinessProbe"]["httpGet"]["host"].is_null());
         let mounts: Vec<&str> = c["volumeMounts"]
@@ -573,7 +583,7 @@ httpOutput: {url: "https://collector.example/v1", queue: 500}
         );
         assert!(args.contains(&"--host-root=/host"));
         assert_eq!(c["env"][0]["name"], "NODE_NAME");
-        assert_eq!(c["env"][1], json!({"name": "RUST_LOG", "value": "debug"}));
+        assert_eq!(c["env"][4], json!({"name": "RUST_LOG", "value": "debug"}));
         // No tolerations at all when asked for none (and no empty list the server drops).
         let none = with_pod("tolerations: []");
         assert!(none["spec"]["template"]["spec"]["tolerations"].is_null());
@@ -632,6 +642,9 @@ httpOutput: {url: "https://collector.example/v1", queue: 500}
                 env,
                 &json!([
                     {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                    {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
                     {"name": "KUBERNETES_SERVICE_HOST", "value": host},
                     {"name": "KUBERNETES_SERVICE_PORT", "value": port},
                 ]),

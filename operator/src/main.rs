@@ -29,7 +29,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use api::{DockerAbuseFinding, DockerSocketPolicy};
+use api::{DockerAbuseFinding, DockerSocketPolicy, DockerSocketProbe};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use k8s_openapi::{
@@ -308,6 +308,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // DaemonSet back, and asks for every policy to be reconciled when it changes.
     let (daemonset_store, daemonset_writer) = reflector::store();
     let (trigger_tx, trigger_rx) = futures::channel::mpsc::channel::<()>(1);
+    // The probes' reports (what each node enforces): every change asks for every policy to
+    // be reconciled too, as their Enforced condition reads them.
+    let (probe_store, probe_writer) = reflector::store();
+    let probe_watch = {
+        let mut trigger_tx = trigger_tx.clone();
+        let api: Api<DockerSocketProbe> = Api::namespaced(client.clone(), &namespace);
+        tokio::spawn(async move {
+            let events =
+                reflector(probe_writer, watcher(api, watcher::Config::default())).default_backoff();
+            futures::pin_mut!(events);
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(_) => {
+                        let _ = trigger_tx.try_send(());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watching the probes' reports failed; retrying")
+                    }
+                }
+            }
+        })
+    };
     let watch_rollout = rollout.clone();
     let daemonset_watch = tokio::spawn(async move {
         let mut trigger_tx = trigger_tx;
@@ -356,6 +378,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         policies: policy_store,
         findings: finding_store,
         daemonsets: daemonset_store,
+        probes: probe_store,
         evented: Mutex::new(Default::default()),
         started: Timestamp::now(),
     });
@@ -387,6 +410,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Shutting down: stop putting the DaemonSet back (an uninstall is deleting it), stop
     // renewing, and hand the lease over at once.
     daemonset_watch.abort();
+    probe_watch.abort();
     if let Some((elector, renewer)) = lease {
         renewer.abort();
         let _ = renewer.await;

@@ -9,8 +9,8 @@ use std::{sync::Arc, time::Duration};
 
 use api::{
     condition::{ACCEPTED, DEGRADED, ENFORCED, READY},
-    DockerAbuseFinding, DockerSocketPolicy, DockerSocketPolicyStatus, FindingsRollup, Mode,
-    NodeCoverage,
+    DockerAbuseFinding, DockerSocketPolicy, DockerSocketPolicyStatus, DockerSocketProbe,
+    FindingsRollup, Mode, NodeCoverage,
 };
 use k8s_openapi::{
     api::apps::v1::DaemonSet,
@@ -116,9 +116,10 @@ async fn reconcile_inner(policy: &DockerSocketPolicy, ctx: &Context) -> Result<A
         .daemonsets
         .get(&ObjectRef::<DaemonSet>::new(NAME).within(&ctx.settings.namespace));
     let cov = coverage(daemonset.as_deref(), &ctx.settings.namespace);
+    let enforcement = enforcement(policy, daemonset.as_deref(), &ctx.probes.state());
     let mut status = DockerSocketPolicyStatus {
         observed_generation: generation,
-        effective_mode: Some(effective_mode(policy)),
+        effective_mode: Some(enforcement.effective_mode(policy)),
         conditions: vec![
             condition(
                 ACCEPTED,
@@ -148,9 +149,12 @@ async fn reconcile_inner(policy: &DockerSocketPolicy, ctx: &Context) -> Result<A
         nodes: Some(cov.nodes),
         findings,
     };
-    status
-        .conditions
-        .extend(enforced_condition(policy, generation, &previous));
+    status.conditions.extend(enforced_condition(
+        policy,
+        &enforcement,
+        generation,
+        &previous,
+    ));
     patch_status(&policies, &name, &status).await?;
     Ok(Action::requeue(if cov.degraded.0 {
         DEGRADED_REQUEUE
@@ -162,47 +166,128 @@ async fn reconcile_inner(policy: &DockerSocketPolicy, ctx: &Context) -> Result<A
 pub(crate) fn accepted_message(policy: &DockerSocketPolicy) -> String {
     match policy.spec.mode {
         Mode::Audit => "policy applied in Audit mode".to_string(),
-        Mode::Enforce => "Enforce accepted; this probe version reports (audits) only, blocking ships with the enforcing backends".to_string(),
+        Mode::Enforce => {
+            "policy applied in Enforce mode (whether the nodes enforce it: the Enforced condition)"
+                .to_string()
+        }
     }
 }
 
-/// What the nodes do for an accepted policy, whatever it asks for: no probe blocks yet, so
-/// `Audit` for every policy (`status.effectiveMode`, the MODE column). Issue 15 will derive
-/// it from what each node's backend reports it can do.
-pub(crate) fn effective_mode(_policy: &DockerSocketPolicy) -> Mode {
-    Mode::Audit
+/// How many of the probe's nodes enforce a policy's current generation, as their
+/// `DockerSocketProbe` reports say.
+pub(crate) struct Enforcement {
+    /// Nodes that should run a probe (the DaemonSet's desired count), and those whose probe
+    /// is ready.
+    nodes: i32,
+    ready: i32,
+    /// Reports that enforce this generation, and how they block.
+    enforcing: i32,
+    blocks_with: std::collections::BTreeSet<String>,
+    /// A node that does not, and why (its own words, if it gave any).
+    lagging: Option<(String, Option<String>)>,
 }
 
-/// For a policy asking for `Enforce`: the `Enforced` condition, saying whether the nodes
-/// enforce it (today never), so `kubectl describe` does not leave it implied. None for an
-/// `Audit` policy: nothing was asked that could be missing.
+/// Reads the reports in `probes` for `policy` (no DaemonSet: no nodes).
+pub(crate) fn enforcement(
+    policy: &DockerSocketPolicy,
+    daemonset: Option<&DaemonSet>,
+    probes: &[Arc<DockerSocketProbe>],
+) -> Enforcement {
+    let ds_status = daemonset.and_then(|d| d.status.clone()).unwrap_or_default();
+    let name = policy.name_any();
+    let generation = policy.meta().generation.unwrap_or(0);
+    let mut e = Enforcement {
+        nodes: ds_status.desired_number_scheduled,
+        ready: ds_status.number_ready,
+        enforcing: 0,
+        blocks_with: Default::default(),
+        lagging: None,
+    };
+    for probe in probes {
+        if probe.spec.enforces(&name, generation) {
+            e.enforcing += 1;
+            e.blocks_with
+                .extend(probe.spec.blocks_with.iter().map(|b| truncate(b, 16)));
+        } else if e.lagging.is_none() {
+            e.lagging = Some((
+                truncate(&probe.spec.node, 253),
+                probe.spec.reason.as_deref().map(|r| truncate(r, 300)),
+            ));
+        }
+    }
+    e
+}
+
+impl Enforcement {
+    /// Every node that should run a probe runs a ready one that enforces this generation.
+    fn all(&self) -> bool {
+        self.nodes > 0 && self.ready >= self.nodes && self.enforcing >= self.nodes
+    }
+
+    /// What the nodes do for `policy` (`status.effectiveMode`, the MODE column): `Enforce`
+    /// only when all of them enforce it.
+    pub(crate) fn effective_mode(&self, policy: &DockerSocketPolicy) -> Mode {
+        if policy.spec.mode == Mode::Enforce && self.all() {
+            Mode::Enforce
+        } else {
+            Mode::Audit
+        }
+    }
+}
+
+/// For a policy asking for `Enforce`: the `Enforced` condition, true only when every node's
+/// probe enforces the policy's current generation. None for an `Audit` policy: nothing was
+/// asked that could be missing.
 pub(crate) fn enforced_condition(
     policy: &DockerSocketPolicy,
+    e: &Enforcement,
     generation: Option<i64>,
     previous: &[Condition],
 ) -> Option<Condition> {
     if policy.spec.mode != Mode::Enforce {
         return None;
     }
-    let enforced = effective_mode(policy) == Mode::Enforce;
-    Some(if enforced {
+    let generation_text = generation.unwrap_or(0);
+    let how = e.blocks_with.iter().cloned().collect::<Vec<_>>().join(", ");
+    Some(if e.all() {
         condition(
             ENFORCED,
             true,
-            "Enforcing",
-            "the nodes refuse matching accesses",
+            "AllNodesEnforce",
+            format!(
+                "all {} nodes enforce generation {generation_text} (blocking with {how})",
+                e.nodes
+            ),
             generation,
             previous,
         )
     } else {
-        condition(
-            ENFORCED,
-            false,
-            "NotImplemented",
-            "mode Enforce is accepted but not enforced: no node blocks yet, findings are audited only (action Audit)",
-            generation,
-            previous,
-        )
+        let (reason, mut message) = if e.nodes == 0 {
+            ("NoNodes", "no node runs a probe".to_string())
+        } else if e.ready < e.nodes {
+            (
+                "NodesNotReady",
+                format!(
+                    "{} of {} nodes run a ready probe; findings are audited where the policy is not enforced",
+                    e.ready, e.nodes
+                ),
+            )
+        } else {
+            (
+                "NotAllNodesEnforce",
+                format!(
+                    "{} of {} nodes enforce generation {generation_text}; the others audit",
+                    e.enforcing, e.nodes
+                ),
+            )
+        };
+        if let Some((node, why)) = &e.lagging {
+            message.push_str(&format!(
+                "; node {node}: {}",
+                why.as_deref().unwrap_or("not enforcing it (yet)")
+            ));
+        }
+        condition(ENFORCED, false, reason, message, generation, previous)
     })
 }
 
@@ -303,7 +388,7 @@ pub fn error_policy(_policy: Arc<DockerSocketPolicy>, error: &Error, ctx: Arc<Co
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{harness, status_error, ApiServer, Call};
+    use crate::testing::{harness, status_error, ApiServer, Call, Harness};
     use api::{DockerAbuseFinding, DockerAbuseFindingSpec};
     use serde_json::Value;
 
@@ -589,25 +674,101 @@ mod tests {
             assert!(cond(&s, "Accepted")["message"]
                 .as_str()
                 .unwrap()
-                .contains("Enforce accepted"));
-            // Asked for Enforce, but the nodes audit: MODE shows that, and a condition says so.
+                .contains("Enforce mode"));
+            // Asked for Enforce, but not every node's probe is ready: MODE shows Audit, and
+            // a condition says why.
             assert_eq!(s["effectiveMode"], "Audit");
             let enforced = cond(&s, "Enforced");
             assert_eq!(enforced["status"], "False");
-            assert_eq!(enforced["reason"], "NotImplemented");
+            assert_eq!(enforced["reason"], "NodesNotReady");
             assert_eq!(enforced["observedGeneration"], 3);
-            assert!(
-                enforced["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("audited only"),
-                "{enforced}"
-            );
             reply_policy(call, &reply_to);
         });
         let action = reconcile(Arc::new(p), ctx).await.unwrap();
         assert_eq!(action, Action::requeue(DEGRADED_REQUEUE));
         verifier.await.unwrap();
+    }
+
+    /// The status a reconcile of `p` patches, with `h`'s caches.
+    async fn status_of(h: Harness, p: DockerSocketPolicy) -> Value {
+        let (ctx, mut api, reply_to) = (h.ctx.clone(), h.api, p.clone());
+        let verifier = tokio::spawn(async move {
+            let call = api.expect("PATCH", "/dockersocketpolicies/p/status?").await;
+            let s = call.body["status"].clone();
+            reply_policy(call, &reply_to);
+            s
+        });
+        reconcile(Arc::new(p), ctx).await.unwrap();
+        verifier.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn enforce_is_effective_only_when_every_nodes_probe_enforces_the_current_generation() {
+        let enforce = || policy("p", json!({"mode": "Enforce"}));
+        // Two nodes, both ready, both enforcing generation 3: Enforce.
+        let mut h = harness();
+        h.set_daemonset(2, 2);
+        h.set_probe("n1", &[("p", 3)], Some("EPERM"), None);
+        h.set_probe("n2", &[("other", 1), ("p", 3)], Some("SIGKILL"), None);
+        let s = status_of(h, enforce()).await;
+        assert_eq!(s["effectiveMode"], "Enforce");
+        let c = cond(&s, "Enforced");
+        assert_eq!(c["status"], "True", "{c}");
+        assert_eq!(c["reason"], "AllNodesEnforce");
+        assert!(
+            c["message"].as_str().unwrap().contains("EPERM, SIGKILL"),
+            "{c}"
+        );
+
+        // One node still enforces the previous generation: Audit, and which node says so.
+        let mut h = harness();
+        h.set_daemonset(2, 2);
+        h.set_probe("n1", &[("p", 3)], Some("EPERM"), None);
+        h.set_probe("n2", &[("p", 2)], Some("EPERM"), None);
+        let s = status_of(h, enforce()).await;
+        assert_eq!(s["effectiveMode"], "Audit");
+        let c = cond(&s, "Enforced");
+        assert_eq!(c["status"], "False");
+        assert_eq!(c["reason"], "NotAllNodesEnforce");
+        assert!(c["message"].as_str().unwrap().contains("1 of 2"), "{c}");
+        assert!(c["message"].as_str().unwrap().contains("node n2"), "{c}");
+
+        // A node that cannot enforce says why, and the condition carries it.
+        let mut h = harness();
+        h.set_daemonset(1, 1);
+        h.set_probe(
+            "n1",
+            &[],
+            None,
+            Some("cannot enforce: no cgroup v2 hierarchy here"),
+        );
+        let s = status_of(h, enforce()).await;
+        assert_eq!(s["effectiveMode"], "Audit");
+        assert!(cond(&s, "Enforced")["message"]
+            .as_str()
+            .unwrap()
+            .contains("no cgroup v2 hierarchy"));
+
+        // A node without a report (its probe has not written one yet) is not counted as
+        // enforcing, however many other reports say they do.
+        let mut h = harness();
+        h.set_daemonset(3, 3);
+        h.set_probe("n1", &[("p", 3)], Some("EPERM"), None);
+        h.set_probe("n2", &[("p", 3)], Some("EPERM"), None);
+        let s = status_of(h, enforce()).await;
+        assert_eq!(s["effectiveMode"], "Audit");
+
+        // An Audit policy has no Enforced condition and audits whatever the nodes do.
+        let mut h = harness();
+        h.set_daemonset(1, 1);
+        h.set_probe("n1", &[("p", 3)], Some("EPERM"), None);
+        let s = status_of(h, policy("p", json!({"mode": "Audit"}))).await;
+        assert_eq!(s["effectiveMode"], "Audit");
+        assert!(s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["type"] != "Enforced"));
     }
 
     #[tokio::test]

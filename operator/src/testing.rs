@@ -114,6 +114,7 @@ pub struct Harness {
     pub policies: Writer<DockerSocketPolicy>,
     pub findings: Writer<DockerAbuseFinding>,
     pub daemonsets: Writer<DaemonSet>,
+    pub probes: Writer<api::DockerSocketProbe>,
 }
 
 pub fn harness() -> Harness {
@@ -122,6 +123,7 @@ pub fn harness() -> Harness {
     let (policy_store, policies) = reflector::store();
     let (finding_store, findings) = reflector::store();
     let (daemonset_store, daemonsets) = reflector::store();
+    let (probe_store, probes) = reflector::store();
     let ctx = Arc::new(Context {
         client: client.clone(),
         events: EventPublisher::new(client, "sockwarden-operator", "operator-0"),
@@ -130,6 +132,7 @@ pub fn harness() -> Harness {
         policies: policy_store,
         findings: finding_store,
         daemonsets: daemonset_store,
+        probes: probe_store,
         evented: Mutex::new(HashMap::new()),
         started: Timestamp::now(),
     });
@@ -139,6 +142,7 @@ pub fn harness() -> Harness {
         policies,
         findings,
         daemonsets,
+        probes,
     }
 }
 
@@ -155,6 +159,38 @@ impl Harness {
         self.findings
             .apply_watcher_event(&watcher::Event::Apply(f.clone()));
     }
+    /// Node `node`'s probe report: enforcing `policies` (name, generation) by `blocks_with`,
+    /// or not, saying `reason`.
+    pub fn set_probe(
+        &mut self,
+        node: &str,
+        policies: &[(&str, i64)],
+        blocks_with: Option<&str>,
+        reason: Option<&str>,
+    ) {
+        let mut probe = api::DockerSocketProbe::new(
+            node,
+            api::DockerSocketProbeSpec {
+                node: node.into(),
+                backend: "tracepoint".into(),
+                enforcing: blocks_with.is_some(),
+                blocks_with: blocks_with.map(String::from),
+                pinned: true,
+                policies: policies
+                    .iter()
+                    .map(|(name, generation)| api::EnforcedPolicy {
+                        name: name.to_string(),
+                        generation: *generation,
+                    })
+                    .collect(),
+                reason: reason.map(String::from),
+            },
+        );
+        probe.metadata.namespace = Some("sockwarden-system".into());
+        self.probes
+            .apply_watcher_event(&watcher::Event::Apply(probe));
+    }
+
     /// The probe DaemonSet as the watch shows it: desired and ready node counts.
     pub fn set_daemonset(&mut self, desired: i32, ready: i32) {
         let ds: DaemonSet = serde_json::from_value(json!({

@@ -12,6 +12,9 @@
 //!   socket). Exact: on a host where the probe runs in the root cgroup, a subtree `ALLOW`
 //!   there would cover every container created while no probe runs.
 //!
+//! - A cgroup below a container's own (one the container made) gets nothing: the container's
+//!   verdict covers it, whatever its name (it cannot name itself after an exempt container).
+//!
 //! A cgroup created after the last write has no entry until its `cgroup_mkdir` event is
 //! handled here (or the next walk finds it); until then the kernel refuses it. That is the
 //! race closed: a container started after the policy is refused from the moment its cgroup
@@ -41,15 +44,39 @@ pub fn block_every_container() -> Judge {
     Box::new(|_| Some(verdict::BLOCK))
 }
 
-/// The verdict for cgroup `id` at `path` (`None`: write none, the kernel refuses it).
-pub fn verdict_of(id: u64, path: &str, own_cgroup: Option<u64>, judge: &Judge) -> Option<u32> {
+/// What to write for cgroup `id` at `path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Verdict(u32),
+    /// A container the judge cannot name yet: nothing, so the kernel refuses it; judged again
+    /// soon.
+    Unjudged,
+    /// Below a container's cgroup: nothing, so the container's verdict covers it.
+    Inherits,
+}
+
+/// The entry for cgroup `id` at `path`.
+pub fn verdict_of(id: u64, path: &str, own_cgroup: Option<u64>, judge: &Judge) -> Entry {
     if own_cgroup == Some(id) {
-        return Some(verdict::ALLOW_EXACT);
+        return Entry::Verdict(verdict::ALLOW_EXACT);
     }
-    match parse_cgroup_path(path) {
-        Some(container) => judge(&container),
-        None => Some(verdict::ALLOW_EXACT),
+    let Some(container) = parse_cgroup_path(path) else {
+        return Entry::Verdict(verdict::ALLOW_EXACT);
+    };
+    let below_a_container = path
+        .rsplit_once('/')
+        .is_some_and(|(parent, _)| parse_cgroup_path(parent).is_some());
+    if below_a_container {
+        return Entry::Inherits;
     }
+    judge(&container).map_or(Entry::Unjudged, Entry::Verdict)
+}
+
+/// How a node enforces once armed.
+pub struct Armed {
+    pub blocks_with: &'static str,
+    /// Why the programs are not pinned (the node enforces only while this probe runs).
+    pub not_pinned: Option<String>,
 }
 
 pub struct Enforcer {
@@ -59,6 +86,9 @@ pub struct Enforcer {
     judge: Judge,
     /// What the kernel's map holds, as this probe wrote it.
     written: HashMap<u64, u32>,
+    /// Container cgroups the judge could not name yet, by id: their paths.
+    unjudged: HashMap<u64, String>,
+    armed: Option<Armed>,
 }
 
 impl Enforcer {
@@ -74,15 +104,80 @@ impl Enforcer {
             own_cgroup,
             judge,
             written: HashMap::new(),
+            unjudged: HashMap::new(),
+            armed: None,
         }
+    }
+
+    /// Judges containers from now on by `judge` (cluster mode: once the caches exist).
+    pub fn set_judge(&mut self, judge: Judge) {
+        self.judge = judge;
+    }
+
+    /// How the node enforces, if armed.
+    pub fn armed(&self) -> Option<&Armed> {
+        self.armed.as_ref()
+    }
+
+    /// Writes every cgroup's verdict, then turns enforcement on (pinned under `pin_dir`). An
+    /// error says why this node cannot enforce.
+    pub fn arm(
+        &mut self,
+        btf: &Path,
+        pin_dir: Option<&Path>,
+    ) -> Result<&Armed, crate::backend::EnforceError> {
+        let cgroups = self.resync();
+        let shared = self.backend.clone();
+        let mut backend = shared.lock().unwrap_or_else(|p| p.into_inner());
+        let not_pinned = backend.arm_enforcement(btf, pin_dir)?;
+        let armed = self.armed.insert(Armed {
+            blocks_with: backend.blocks_with(),
+            not_pinned: not_pinned.map(|why| crate::backend::sentence(&why)),
+        });
+        match &armed.not_pinned {
+            None => {
+                tracing::info!(cgroups, blocks_with = armed.blocks_with, pinned = ?pin_dir, "enforcing: containers' touches of the watched sockets are refused")
+            }
+            Some(why) => {
+                tracing::warn!(cgroups, blocks_with = armed.blocks_with, not_pinned = %why, "enforcing only while this probe runs: containers' touches of the watched sockets are refused")
+            }
+        }
+        Ok(armed)
+    }
+
+    /// Turns enforcement off and removes this probe's pins.
+    pub fn disarm(&mut self) -> Result<(), crate::backend::EnforceError> {
+        if self.armed.take().is_some() {
+            let shared = self.backend.clone();
+            let mut backend = shared.lock().unwrap_or_else(|p| p.into_inner());
+            backend.disarm_enforcement()?;
+            tracing::info!("not enforcing any more: no accepted Enforce policy");
+        }
+        Ok(())
     }
 
     /// A new cgroup (its `cgroup_mkdir` event).
     pub fn on_cgroup(&mut self, id: u64, path: &str) {
-        let verdict = verdict_of(id, path, self.own_cgroup, &self.judge);
+        let entry = verdict_of(id, path, self.own_cgroup, &self.judge);
         let shared = self.backend.clone();
         let mut backend = shared.lock().unwrap_or_else(|p| p.into_inner());
-        self.write(&mut backend, id, verdict);
+        self.write(&mut backend, id, path, entry);
+    }
+
+    /// Judges again the containers that could not be judged (their pod not known yet), so
+    /// that one is refused no longer than it must be. Returns how many are still unjudged.
+    pub fn retry_unjudged(&mut self) -> usize {
+        if self.unjudged.is_empty() {
+            return 0;
+        }
+        let retry: Vec<(u64, String)> = self.unjudged.drain().collect();
+        let shared = self.backend.clone();
+        let mut backend = shared.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, path) in retry {
+            let entry = verdict_of(id, &path, self.own_cgroup, &self.judge);
+            self.write(&mut backend, id, &path, entry);
+        }
+        self.unjudged.len()
     }
 
     /// Walks the cgroup tree and writes every cgroup's verdict; entries of cgroups that are
@@ -92,10 +187,11 @@ impl Enforcer {
         let shared = self.backend.clone();
         let mut backend = shared.lock().unwrap_or_else(|p| p.into_inner());
         let mut present = std::collections::HashSet::with_capacity(tree.len());
+        self.unjudged.clear();
         for (id, path) in &tree {
             present.insert(*id);
-            let verdict = verdict_of(*id, path, self.own_cgroup, &self.judge);
-            self.write(&mut backend, *id, verdict);
+            let entry = verdict_of(*id, path, self.own_cgroup, &self.judge);
+            self.write(&mut backend, *id, path, entry);
         }
         let gone: Vec<u64> = self
             .written
@@ -110,10 +206,13 @@ impl Enforcer {
         self.written.len()
     }
 
-    fn write(&mut self, backend: &mut Backend, id: u64, verdict: Option<u32>) {
-        match verdict {
-            Some(v) if self.written.get(&id) == Some(&v) => {}
-            Some(v) => match backend.set_verdict(id, v) {
+    fn write(&mut self, backend: &mut Backend, id: u64, path: &str, entry: Entry) {
+        if entry == Entry::Unjudged {
+            self.unjudged.insert(id, path.to_string());
+        }
+        match entry {
+            Entry::Verdict(v) if self.written.get(&id) == Some(&v) => {}
+            Entry::Verdict(v) => match backend.set_verdict(id, v) {
                 Ok(()) => {
                     self.written.insert(id, v);
                 }
@@ -121,7 +220,7 @@ impl Enforcer {
                     tracing::warn!(cgroup = id, error = %crate::backend::sentence(&e), "a verdict could not be written; the cgroup stays refused")
                 }
             },
-            None => {
+            Entry::Unjudged | Entry::Inherits => {
                 if self.written.remove(&id).is_some() {
                     backend.remove_verdict(id);
                 }
@@ -168,13 +267,14 @@ mod tests {
             "b".repeat(64)
         );
         let block = judge_all(Some(verdict::BLOCK));
-        assert_eq!(verdict_of(7, &docker, None, &block), Some(verdict::BLOCK));
-        assert_eq!(verdict_of(7, &pod, None, &block), Some(verdict::BLOCK));
+        let v = |v| Entry::Verdict(v);
+        assert_eq!(verdict_of(7, &docker, None, &block), v(verdict::BLOCK));
+        assert_eq!(verdict_of(7, &pod, None, &block), v(verdict::BLOCK));
         // Not judged yet: no entry, which the kernel refuses.
-        assert_eq!(verdict_of(7, &pod, None, &judge_all(None)), None);
+        assert_eq!(verdict_of(7, &pod, None, &judge_all(None)), Entry::Unjudged);
         assert_eq!(
             verdict_of(7, &pod, None, &judge_all(Some(verdict::ALLOW))),
-            Some(verdict::ALLOW)
+            v(verdict::ALLOW)
         );
         for host in [
             "/",
@@ -185,7 +285,7 @@ mod tests {
         ] {
             assert_eq!(
                 verdict_of(3, host, None, &block),
-                Some(verdict::ALLOW_EXACT),
+                v(verdict::ALLOW_EXACT),
                 "{host}"
             );
         }
@@ -193,12 +293,45 @@ mod tests {
         // even where it is the root.
         assert_eq!(
             verdict_of(9, &pod, Some(9), &block),
-            Some(verdict::ALLOW_EXACT)
+            v(verdict::ALLOW_EXACT)
         );
+        assert_eq!(verdict_of(1, "/", Some(1), &block), v(verdict::ALLOW_EXACT));
+    }
+
+    #[test]
+    fn a_cgroup_a_container_makes_inherits_its_verdict_whatever_it_is_named() {
+        let pod = format!(
+            "/kubepods/besteffort/pod0f2c1a3e-7d4b-4c1e-9a53-2b8f1e0c9d11/{}",
+            "b".repeat(64)
+        );
+        // The judge would let the exempt container's id through; the child is not asked.
+        let exempt = "e".repeat(64);
+        let judge: Judge = Box::new(move |c| {
+            Some(if c.id == exempt {
+                verdict::ALLOW
+            } else {
+                verdict::BLOCK
+            })
+        });
         assert_eq!(
-            verdict_of(1, "/", Some(1), &block),
-            Some(verdict::ALLOW_EXACT)
+            verdict_of(7, &pod, None, &judge),
+            Entry::Verdict(verdict::BLOCK)
         );
+        for child in [
+            format!("{pod}/{}", "e".repeat(64)),
+            format!("{pod}/docker-{}.scope", "e".repeat(64)),
+            format!("{pod}/init.scope"),
+            format!(
+                "{pod}/kubepods/pod11111111-2222-3333-4444-555555555555/{}",
+                "e".repeat(64)
+            ),
+        ] {
+            assert_eq!(
+                verdict_of(8, &child, None, &judge),
+                Entry::Inherits,
+                "{child}"
+            );
+        }
     }
 
     #[test]

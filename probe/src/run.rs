@@ -122,6 +122,14 @@ pub struct RunArgs {
     /// stays enforced while no probe runs; `sockwarden-probe uninstall` removes them.
     #[arg(long, default_value = backend::pin::DEFAULT_DIR, env = "SOCKWARDEN_PIN_DIR")]
     pub pin_dir: PathBuf,
+    /// Cluster mode: the probe's own pod (the downward API's metadata.name, .namespace and
+    /// .uid), which owns this node's DockerSocketProbe report.
+    #[arg(long, env = "POD_NAME", hide = true)]
+    pub pod_name: Option<String>,
+    #[arg(long, env = "POD_NAMESPACE", hide = true)]
+    pub pod_namespace: Option<String>,
+    #[arg(long, env = "POD_UID", hide = true)]
+    pub pod_uid: Option<String>,
 }
 
 /// Whether the probe reports to a cluster (explicitly, or by default inside a pod).
@@ -167,6 +175,7 @@ pub struct Probe {
     http_output: Option<JoinHandle<()>>,
     housekeeping: JoinHandle<()>,
     server: JoinHandle<std::io::Result<()>>,
+    cluster: Arc<std::sync::OnceLock<ClusterState>>,
 }
 
 impl Probe {
@@ -202,27 +211,24 @@ impl Probe {
         )));
         let backend = Arc::new(Mutex::new(backend));
         rearm(&armer, &backend, &metrics, &status);
-        let enforcer = if args.enforce {
-            Some(start_enforcing(&args, &backend, &metrics, host_pid_ns)?)
-        } else {
-            let removed = backend::pin::remove_all(&args.pin_dir).unwrap_or(0);
-            if removed > 0 {
-                tracing::info!(removed, dir = %args.pin_dir.display(), "not enforcing: removed an earlier probe's pinned enforcement");
-            }
-            None
-        };
+        let enforcer = start_enforcer(&args, &backend, &metrics, host_pid_ns)?;
 
         let (shutdown, stop) = watch::channel(false);
         let server = serve_admin(args.listen, &status, &metrics, stop.clone()).await?;
         // The policy cache, once cluster mode has started.
-        let policies = Arc::new(std::sync::OnceLock::new());
+        let cluster = Arc::new(std::sync::OnceLock::new());
         let housekeeping = spawn_housekeeping(
             armer.clone(),
             backend.clone(),
             metrics.clone(),
             &status,
-            policies.clone(),
-            enforcer.clone(),
+            cluster.clone(),
+            NodeEnforcement {
+                enforcer: enforcer.clone(),
+                btf: args.btf.clone(),
+                pin_dir: args.pin_dir.clone(),
+                backend: kind,
+            },
             stop.clone(),
         );
         let cgroups = index_cgroups(&args.host_root);
@@ -238,10 +244,17 @@ impl Probe {
             http_sender,
             &metrics,
             &status,
-            &policies,
+            &cluster,
             &stop,
         )
         .await?;
+        if let (Some(enforcer), Some(cluster)) = (&enforcer, cluster.get()) {
+            let verdicts = cluster.verdicts.clone();
+            enforcer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_judge(Box::new(move |c| verdicts.verdict(c)));
+        }
         let pipeline = Pipeline {
             armer,
             cgroups,
@@ -272,6 +285,7 @@ impl Probe {
             http_output,
             housekeeping,
             server,
+            cluster,
         })
     }
 
@@ -316,11 +330,25 @@ impl Probe {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pinned_dir();
-        if let Some(dir) = pinned {
-            tracing::info!(dir = %dir.display(), "enforcement stays pinned while no probe runs: the next probe takes it over; `sockwarden-probe uninstall` removes it");
-        }
         // Dropping the backend detaches every program that is not pinned.
         drop(self.backend);
+        let Some(dir) = pinned else { return Ok(()) };
+        let uninstalled = match self.cluster.get() {
+            Some(cluster) => daemonset_going(cluster).await,
+            None => false,
+        };
+        if uninstalled {
+            match backend::pin::remove_all(&dir) {
+                Ok(removed) => {
+                    tracing::info!(removed, "the probe DaemonSet is being deleted (an uninstall): removed this node's pinned enforcement")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, dir = %dir.display(), "the probe DaemonSet is being deleted but the pinned enforcement could not be removed: run `sockwarden-probe uninstall` on the node")
+                }
+            }
+        } else {
+            tracing::info!(dir = %dir.display(), "enforcement stays pinned while no probe runs: the next probe takes it over; `sockwarden-probe uninstall` removes it");
+        }
         Ok(())
     }
 }
@@ -439,6 +467,171 @@ async fn serve_admin(
     ))
 }
 
+/// Whether the probe's DaemonSet is gone or being deleted, or the probe's own permissions to
+/// read it are (its ServiceAccount or Role deleted): an uninstall, not a restart or a rollout.
+/// Unsure (the API unreachable, no pod identity) is "no": the node stays enforced.
+async fn daemonset_going(cluster: &ClusterState) -> bool {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    let Some(namespace) = &cluster.namespace else {
+        return false;
+    };
+    let api: kube::Api<DaemonSet> = kube::Api::namespaced(cluster.client.clone(), namespace);
+    match tokio::time::timeout(Duration::from_secs(5), api.get_opt(PROBE_DAEMONSET)).await {
+        Ok(Ok(None)) => true,
+        Ok(Ok(Some(ds))) => ds.metadata.deletion_timestamp.is_some(),
+        Ok(Err(kube::Error::Api(status))) if status.code == 401 || status.code == 403 => {
+            tracing::info!(
+                code = status.code,
+                "the probe may no longer read its DaemonSet: sockwarden is being uninstalled"
+            );
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot tell whether the probe DaemonSet is being deleted; enforcement stays pinned");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("the API server did not say within 5 s whether the probe DaemonSet is being deleted; enforcement stays pinned");
+            false
+        }
+    }
+}
+
+/// The probe DaemonSet's name (the operator's `daemonset::NAME`).
+const PROBE_DAEMONSET: &str = "sockwarden-probe";
+
+/// What cluster mode shares with housekeeping once it has started.
+struct ClusterState {
+    policies: kube::runtime::reflector::Store<api::DockerSocketPolicy>,
+    verdicts: Arc<crate::cluster::verdicts::ClusterVerdicts>,
+    /// This node's DockerSocketProbe report, when the probe knows its pod.
+    report: Option<watch::Sender<Option<api::DockerSocketProbeSpec>>>,
+    node: String,
+    client: kube::Client,
+    /// The probe's own namespace, when the downward API gives it.
+    namespace: Option<String>,
+}
+
+/// This node's enforcer (none where it cannot enforce or is not asked to), where arming finds
+/// the kernel's BTF and pins the links, and the backend that enforces.
+struct NodeEnforcement {
+    enforcer: Option<Arc<Mutex<Enforcer>>>,
+    btf: PathBuf,
+    pin_dir: PathBuf,
+    backend: BackendKind,
+}
+
+/// Cluster mode: arms enforcement while an accepted `Enforce` policy applies and disarms it
+/// when none does (then an earlier probe's pins go too), and reports what the node enforces.
+/// Until the caches have synced nothing changes: an earlier probe's pins keep enforcing.
+fn follow_enforce_policies(
+    enforcer: Option<&mut Enforcer>,
+    cluster: &ClusterState,
+    at: &NodeEnforcement,
+    metrics: &Metrics,
+    refusal: &mut Option<String>,
+) {
+    if !cluster.verdicts.is_synced() {
+        return;
+    }
+    let enforced = cluster.verdicts.enforced();
+    let Some(enforcer) = enforcer else {
+        let why = "cannot enforce: no cgroup v2 hierarchy here (verdicts are kept by cgroup v2 id)";
+        report(
+            cluster,
+            at,
+            None,
+            &enforced,
+            Some(why).filter(|_| !enforced.is_empty()),
+        );
+        return;
+    };
+    let wanted = !enforced.is_empty();
+    match (wanted, enforcer.armed().is_some()) {
+        (true, false) => match enforcer.arm(&at.btf, Some(&at.pin_dir)) {
+            Ok(armed) => {
+                metrics
+                    .enforcing
+                    .with_label_values(&[armed.blocks_with])
+                    .set(1);
+                *refusal = None;
+            }
+            Err(e) => {
+                let why = backend::sentence(&e);
+                if refusal.as_deref() != Some(why.as_str()) {
+                    tracing::error!(error = %why, "an Enforce policy applies but this node cannot enforce; it audits");
+                }
+                *refusal = Some(why);
+            }
+        },
+        (false, armed) => {
+            if armed {
+                if let Err(e) = enforcer.disarm() {
+                    tracing::warn!(error = %backend::sentence(&e), "turning enforcement off failed");
+                }
+                metrics.enforcing.reset();
+            }
+            // An earlier probe's pins (this one's are gone with disarm).
+            match backend::pin::remove_all(&at.pin_dir) {
+                Ok(0) => {}
+                Ok(removed) => {
+                    tracing::info!(
+                        removed,
+                        "no Enforce policy: removed an earlier probe's pinned enforcement"
+                    )
+                }
+                Err(e) => tracing::warn!(error = %e, "removing pinned enforcement failed"),
+            }
+        }
+        (true, true) => {}
+    }
+    let armed = enforcer.armed();
+    report(
+        cluster,
+        at,
+        armed,
+        &enforced,
+        refusal.as_deref().filter(|_| armed.is_none()),
+    );
+}
+
+/// Sends this node's report when it differs from the last one sent.
+fn report(
+    cluster: &ClusterState,
+    at: &NodeEnforcement,
+    armed: Option<&enforce::Armed>,
+    enforced: &[crate::cluster::verdicts::Enforced],
+    reason: Option<&str>,
+) {
+    let Some(tx) = &cluster.report else { return };
+    let spec = api::DockerSocketProbeSpec {
+        node: cluster.node.clone(),
+        backend: at.backend.to_string(),
+        enforcing: armed.is_some(),
+        blocks_with: armed.map(|a| a.blocks_with.to_string()),
+        pinned: armed.is_some_and(|a| a.not_pinned.is_none()),
+        policies: armed
+            .map(|_| {
+                enforced
+                    .iter()
+                    .map(|e| api::EnforcedPolicy {
+                        name: e.name.clone(),
+                        generation: e.generation,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        reason: reason.map(|r| api::truncate(r, 1000)),
+    };
+    tx.send_if_modified(|last| {
+        if last.as_ref() == Some(&spec) {
+            return false;
+        }
+        *last = Some(spec);
+        true
+    });
+}
+
 /// Re-arms sockets (the configured ones and those policies name) and exports the kernel's
 /// counters and program statistics, every [`REARM_INTERVAL`].
 fn spawn_housekeeping(
@@ -446,11 +639,13 @@ fn spawn_housekeeping(
     backend: Arc<Mutex<Backend>>,
     metrics: Arc<Metrics>,
     status: &Arc<Status>,
-    policies: Arc<std::sync::OnceLock<kube::runtime::reflector::Store<api::DockerSocketPolicy>>>,
-    enforcer: Option<Arc<Mutex<Enforcer>>>,
+    cluster: Arc<std::sync::OnceLock<ClusterState>>,
+    at: NodeEnforcement,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let mut policy_sockets = PolicySockets::default();
+    // Why this node last could not enforce (said once per reason).
+    let mut refusal: Option<String> = None;
     let alive = status.task("housekeeping");
     let status = status.clone();
     tokio::spawn(async move {
@@ -463,15 +658,35 @@ fn spawn_housekeeping(
                 _ = stop.changed() => break,
             }
             ticks += 1;
-            if let Some(enforcer) = enforcer
+            if let Some(enforcer) = at
+                .enforcer
                 .as_ref()
                 .filter(|_| ticks.is_multiple_of(RESYNC_TICKS))
             {
                 // Catches what a lost cgroup_mkdir event missed, and forgets cgroups gone.
                 enforcer.lock().unwrap_or_else(|p| p.into_inner()).resync();
             }
-            if let Some(policies) = policies.get() {
-                follow_policy_sockets(&mut policy_sockets, policies, &armer);
+            if let Some(cluster) = cluster.get() {
+                follow_policy_sockets(&mut policy_sockets, &cluster.policies, &armer);
+            }
+            if let Some(cluster) = cluster.get() {
+                let mut enforcer = at
+                    .enforcer
+                    .as_ref()
+                    .map(|e| e.lock().unwrap_or_else(|p| p.into_inner()));
+                follow_enforce_policies(
+                    enforcer.as_deref_mut(),
+                    cluster,
+                    &at,
+                    &metrics,
+                    &mut refusal,
+                );
+            }
+            if let Some(enforcer) = &at.enforcer {
+                enforcer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retry_unjudged();
             }
             rearm(&armer, &backend, &metrics, &status);
             let (stats, counts) = {
@@ -496,48 +711,58 @@ fn spawn_housekeeping(
     })
 }
 
-/// Writes every cgroup's verdict, then turns enforcement on (pinned under `--pin-dir`).
-/// A node that cannot enforce says why and the probe exits: `--enforce` never quietly audits.
-fn start_enforcing(
+/// This node's enforcer. Standalone with `--enforce` it is armed at once (every container
+/// refused), and a node that cannot enforce says why and the probe exits: `--enforce` never
+/// quietly audits. In a cluster it starts unarmed; housekeeping arms and disarms it as
+/// `Enforce` policies come and go (an earlier probe's pins enforce meanwhile). Standalone
+/// without `--enforce`: none, and an earlier probe's pins are removed.
+fn start_enforcer(
     args: &RunArgs,
     backend: &Arc<Mutex<Backend>>,
     metrics: &Metrics,
     host_pid_ns: u32,
-) -> anyhow::Result<Arc<Mutex<Enforcer>>> {
-    if cluster_mode(args) {
+) -> anyhow::Result<Option<Arc<Mutex<Enforcer>>>> {
+    let cluster = cluster_mode(args);
+    if args.enforce && cluster {
         bail!("--enforce is for standalone runs; in a cluster, DockerSocketPolicy objects with mode: Enforce decide");
     }
-    let mount = crate::attribution::find_cgroup2_mount(&args.host_root).context(
-        "cannot enforce: no cgroup v2 hierarchy here (verdicts are kept by cgroup v2 id)",
-    )?;
+    if !args.enforce && !cluster {
+        let removed = backend::pin::remove_all(&args.pin_dir).unwrap_or(0);
+        if removed > 0 {
+            tracing::info!(removed, dir = %args.pin_dir.display(), "not enforcing: removed an earlier probe's pinned enforcement");
+        }
+        return Ok(None);
+    }
+    let Some(mount) = crate::attribution::find_cgroup2_mount(&args.host_root) else {
+        let why = "cannot enforce: no cgroup v2 hierarchy here (verdicts are kept by cgroup v2 id)";
+        if args.enforce {
+            bail!(why);
+        }
+        tracing::warn!("{why}; Enforce policies are audited on this node");
+        return Ok(None);
+    };
     let own = enforce::own_cgroup(&mount, own_pid(host_pid_ns).unwrap_or(std::process::id()));
     if own.is_none() {
         tracing::warn!("the probe's own cgroup was not found: its own connects may be refused");
     }
-    let mut enforcer = Enforcer::new(
-        backend.clone(),
-        mount,
-        own,
-        enforce::block_every_container(),
-    );
-    let cgroups = enforcer.resync();
-    let (blocks_with, unpinned) = {
-        let mut backend = backend.lock().unwrap_or_else(|p| p.into_inner());
-        let unpinned = backend
-            .arm_enforcement(&args.btf, Some(&args.pin_dir))
-            .context("cannot enforce on this node")?;
-        (backend.blocks_with(), unpinned)
+    // In a cluster nothing is judged until the caches exist (`set_judge`).
+    let judge = if cluster {
+        Box::new(|_: &crate::cgroup::ContainerRef| None)
+    } else {
+        enforce::block_every_container()
     };
-    metrics.enforcing.with_label_values(&[blocks_with]).set(1);
-    match unpinned {
-        None => {
-            tracing::info!(cgroups, blocks_with, pinned = %args.pin_dir.display(), "enforcing: containers' touches of the watched sockets are refused")
-        }
-        Some(why) => {
-            tracing::warn!(cgroups, blocks_with, not_pinned = %backend::sentence(&why), "enforcing only while this probe runs: containers' touches of the watched sockets are refused")
-        }
+    let mut enforcer = Enforcer::new(backend.clone(), mount, own, judge);
+    if args.enforce {
+        let armed = enforcer
+            .arm(&args.btf, Some(&args.pin_dir))
+            .map_err(|e| anyhow::anyhow!(backend::sentence(&e)))
+            .context("cannot enforce on this node")?;
+        metrics
+            .enforcing
+            .with_label_values(&[armed.blocks_with])
+            .set(1);
     }
-    Ok(Arc::new(Mutex::new(enforcer)))
+    Ok(Some(Arc::new(Mutex::new(enforcer))))
 }
 
 /// The cgroup v2 index, walked once; cgroup creation events keep it current.
@@ -583,7 +808,7 @@ async fn start_sink(
     http_output: Option<http::HttpOutput>,
     metrics: &Arc<Metrics>,
     status: &Arc<Status>,
-    policies: &std::sync::OnceLock<kube::runtime::reflector::Store<api::DockerSocketPolicy>>,
+    cluster: &std::sync::OnceLock<ClusterState>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<(Box<dyn FindingSink + Send>, Option<JoinHandle<()>>)> {
     let json = match args.format {
@@ -594,9 +819,9 @@ async fn start_sink(
     if cluster_mode(args) {
         // std's stdout is line-buffered: each finding's line is out as soon as it is decided.
         let outputs = Outputs::new(Box::new(std::io::stdout()), json, http_output);
-        let (tx, task, policy_store) =
+        let (tx, task, state) =
             start_cluster_sink(args, node, metrics.clone(), status, stop.clone(), outputs).await?;
-        let _ = policies.set(policy_store);
+        let _ = cluster.set(state);
         Ok((
             Box::new(ClusterForwarder::new(tx, metrics.clone())),
             Some(task),
@@ -718,7 +943,7 @@ async fn start_cluster_sink(
 ) -> anyhow::Result<(
     tokio::sync::mpsc::Sender<crate::cluster::Batch>,
     tokio::task::JoinHandle<()>,
-    kube::runtime::reflector::Store<api::DockerSocketPolicy>,
+    ClusterState,
 )> {
     use k8s_openapi::api::core::v1::{Namespace, Pod};
     use kube::{core::PartialObjectMeta, runtime::watcher};
@@ -728,6 +953,8 @@ async fn start_cluster_sink(
     let client = kube::Client::try_default()
         .await
         .context("cluster mode: cannot reach the Kubernetes API (no in-cluster service account and no kubeconfig)")?;
+    let report_client = client.clone();
+    let report_client_for_state = client.clone();
     let pod_index = PodIndex::default();
     let pods = spawn_reflector(
         kube::Api::<Pod>::all(client.clone()),
@@ -757,12 +984,19 @@ async fn start_cluster_sink(
         "caches",
         Some("the pod, namespace and policy caches have not synced yet".into()),
     );
+    let verdicts = Arc::new(crate::cluster::verdicts::ClusterVerdicts::new(
+        pods.clone(),
+        pod_index.clone(),
+        namespaces.clone(),
+        policies.clone(),
+    ));
     let synced = {
-        let (pods, namespaces, policies, status) = (
+        let (pods, namespaces, policies, status, verdicts) = (
             pods.clone(),
             namespaces.clone(),
             policies.clone(),
             status.clone(),
+            verdicts.clone(),
         );
         async move {
             let _ = tokio::join!(
@@ -770,6 +1004,7 @@ async fn start_cluster_sink(
                 namespaces.wait_until_ready(),
                 policies.wait_until_ready()
             );
+            verdicts.mark_synced();
             status.not_ready("caches", None);
         }
     };
@@ -823,12 +1058,44 @@ async fn start_cluster_sink(
     let sink = ClusterSink::new(enricher, writer, metrics, node.to_string(), outputs);
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let alive = status.task("finding writer");
+    let sink_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
         let _alive = alive;
-        run_sink(rx, sink, synced, shutdown, Duration::from_secs(5)).await
+        run_sink(rx, sink, synced, sink_shutdown, Duration::from_secs(5)).await
     });
     tracing::info!(node, "cluster mode: writing DockerAbuseFinding objects");
-    Ok((tx, task, policies))
+    let report = match (&args.pod_name, &args.pod_namespace, &args.pod_uid) {
+        (Some(name), Some(namespace), Some(uid)) => {
+            let pod = crate::cluster::report::OwnPod {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                uid: uid.clone(),
+            };
+            let (tx, _task) = crate::cluster::report::spawn(
+                report_client,
+                pod,
+                node.to_string(),
+                shutdown.clone(),
+            );
+            Some(tx)
+        }
+        _ => {
+            tracing::warn!("POD_NAME, POD_NAMESPACE or POD_UID unset: what this node enforces is not reported (no DockerSocketProbe), so no Enforce policy reads as enforced");
+            None
+        }
+    };
+    Ok((
+        tx,
+        task,
+        ClusterState {
+            policies,
+            verdicts,
+            report,
+            node: node.to_string(),
+            client: report_client_for_state,
+            namespace: args.pod_namespace.clone(),
+        },
+    ))
 }
 
 /// A cache of `api`'s objects; `on_event` sees each watch event after the cache took it.

@@ -177,14 +177,19 @@ check "the operator brought the CRDs to the shape this API server supports (no C
 check "a scoped Enforce policy for app=web is created" k apply -f $tb/manifests/policies.yaml
 eventually 30 "the policy is Accepted" eval '[ "$(condition dsp web-enforce Accepted)" = True ]'
 # No node enforces yet: MODE is what the nodes do, the request shows only with -o wide.
-check "kubectl get dsp shows the Enforce policy's MODE as Audit (REQUESTED Enforce with -o wide)" \
+enforced_gen() { # POLICY -> "<effectiveMode>/<Enforced status>/<its observedGeneration>/<metadata.generation>"
+  jp dsp "$1" -o jsonpath='{.status.effectiveMode}/{.status.conditions[?(@.type=="Enforced")].status}/{.status.conditions[?(@.type=="Enforced")].observedGeneration}/{.metadata.generation}'
+}
+eventually 60 "the node enforces it: Enforced=True for its generation, effectiveMode Enforce" \
+  eval 'g=$(jp dsp web-enforce -o jsonpath={.metadata.generation}) && expect_eq "$(enforced_gen web-enforce)" "Enforce/True/$g/$g"'
+check "kubectl get dsp shows MODE Enforce (REQUESTED Enforce with -o wide)" \
   eval 'k get dsp web-enforce -o wide >"$SW_TESTBED/logs/get-dsp.txt" 2>&1 &&
-    head -1 "$SW_TESTBED/logs/get-dsp.txt" | grep -qE "^NAME +MODE +REQUESTED +ACCEPTED +READY +NODES +FINDINGS +AGE$" &&
-    tail -1 "$SW_TESTBED/logs/get-dsp.txt" | grep -qE "^web-enforce +Audit +Enforce +True "'
-sed 's/^/    /' "$SW_TESTBED/logs/get-dsp.txt"
-check "the Enforce policy's status says effectiveMode Audit and Enforced=False/NotImplemented (kubectl describe shows it)" \
-  eval 'expect_eq "$(jp dsp web-enforce -o jsonpath="{.status.effectiveMode}/{.status.conditions[?(@.type==\"Enforced\")].status}/{.status.conditions[?(@.type==\"Enforced\")].reason}")" Audit/False/NotImplemented &&
-    k describe dsp web-enforce | grep -q "audited only"'
+    sed "s/^/    /" "$SW_TESTBED/logs/get-dsp.txt" &&
+    tail -1 "$SW_TESTBED/logs/get-dsp.txt" | grep -qE "^web-enforce +Enforce +Enforce +True "'
+check "the node's DockerSocketProbe says it enforces web-enforce's generation, with SIGKILL (tracepoint), pinned" \
+  eval 'expect_eq "$(jp dsprobe -n $ns localhost -o jsonpath="{.spec.enforcing}/{.spec.blocksWith}/{.spec.pinned}/{.spec.policies[?(@.name==\"web-enforce\")].generation}")" "true/SIGKILL/true/$(jp dsp web-enforce -o jsonpath={.metadata.generation})"'
+check "the node's enforcing links are pinned under /sys/fs/bpf/sockwarden (they outlive a probe restart)" \
+  eval '[ -n "$(ls /sys/fs/bpf/sockwarden 2>/dev/null)" ]'
 check "applying the policy did not roll the probe DaemonSet" expect_eq "$(ds_generation)" "$generation"
 check "attacker workloads start in namespace shop" k apply -f $tb/manifests/shop.yaml
 eventually 90 "a DockerAbuseFinding names the Deployment's pod, container, workload, service account and node" \
@@ -219,6 +224,31 @@ check "the probe exports sockwarden_probe_findings_total for the attacking pod" 
   eval 'metrics 9464 | grep -E "^sockwarden_probe_findings_total\{.*namespace=\"shop\".*pod=\"$web_pod\"" | grep -q .'
 check "the probe proved it sees: its self-test's canary connect came back through the kernel" \
   eval 'metrics 9464 | grep -qE "^sockwarden_probe_self_test_last_success_timestamp_seconds [1-9]" && metrics 9464 | grep -q "^sockwarden_probe_self_test_failures_total 0"'
+
+# ---------------------------------------------------------------- enforcement
+docker_created() { docker ps -a --filter name='^sw-escape$' -q; }
+docker rm -f sw-escape >/dev/null 2>&1
+check "an app=web pod asks the node's Docker Engine to create a privileged container with / bound" \
+  k apply -f $tb/manifests/escape.yaml
+eventually 60 "it is stopped: its client is killed before the daemon answers (exit 137)" \
+  eval 'out=$(k logs -n shop escape 2>&1) && grep -q "create exited 137" <<<"$out" && ! grep -q "HTTP/1" <<<"$out"'
+check "and the Docker Engine created nothing" expect_eq "$(docker_created)" ""
+eventually 30 "its finding says Blocked, under web-enforce" \
+  expect_finding shop escape "f['spec']['action'] + '/' + f['spec']['policy']" "Blocked/web-enforce"
+eventually 30 "a Warning Event on the pod says it was blocked" \
+  eval 'grep -q "(blocked)" <<<"$(k get events -n shop --field-selector involvedObject.name=escape,reason=DockerSocketAbuse -o jsonpath="{.items[*].message}")"'
+check "the probe counts the block (sockwarden_probe_blocked_total)" \
+  eval 'metrics 9464 | grep -qE "^sockwarden_probe_blocked_total [1-9]"'
+check "the same pod in namespace tools, exempted by web-enforce, is created" \
+  eval 'k patch dsp web-enforce --type=json -p "[{\"op\":\"add\",\"path\":\"/spec/exemptions\",\"value\":[{\"namespaces\":[\"tools\"]}]}]" &&
+    g=$(jp dsp web-enforce -o jsonpath={.metadata.generation}) &&
+    for i in $(seq 60); do [ "$(enforced_gen web-enforce)" = "Enforce/True/$g/$g" ] && break; sleep 1; done &&
+    expect_eq "$(enforced_gen web-enforce)" "Enforce/True/$g/$g" &&
+    k apply -f $tb/manifests/escape-exempt.yaml'
+eventually 60 "it gets through: the Docker Engine answers and creates the container" \
+  eval 'grep -q "HTTP/1.[01] 201" <<<"$(k logs -n tools escape-exempt 2>&1)" && [ -n "$(docker_created)" ]'
+docker rm -f sw-escape >/dev/null 2>&1
+check "the escape pods are deleted" k delete -f $tb/manifests/escape.yaml -f $tb/manifests/escape-exempt.yaml --wait=false
 
 # ---------------------------------------------------------------- the first connect of a new pod
 check "a pod that connects once, the instant its container starts" k apply -f $tb/manifests/oneshot.yaml
@@ -384,6 +414,8 @@ eventually 60 "the bare pod's finding continues from its count (same object, cou
   eval 'count_grows shop bare "$bare_count" && [ "$(findings_for shop bare)" = 1 ]'
 check "the new probe pod started with the missing-directory policy in place" \
   eval 'k get dsp missing-dir >/dev/null'
+eventually 60 "the new probe pod took the node's pinned enforcement over and reports it (web-enforce still Enforced)" \
+  eval '[ -n "$(ls /sys/fs/bpf/sockwarden 2>/dev/null)" ] && g=$(jp dsp web-enforce -o jsonpath={.metadata.generation}) && expect_eq "$(enforced_gen web-enforce)" "Enforce/True/$g/$g"'
 
 # ---------------------------------------------------------------- helm upgrade: CRDs and probe settings
 # Helm never updates crds/. The cluster's findings CRD is set back to an older shape (its
@@ -419,6 +451,8 @@ eventually 120 "the probe DaemonSet carries the new value, after exactly one rol
 eventually 120 "the rolled probe pod carries it and is Ready" \
   eval 'p=$(pod_named $ns sockwarden-probe) && expect_eq "$(jp pod -n $ns "$p" -o jsonpath="{.metadata.annotations.e2e-upgrade}")" yes && probe_ready'
 check "the probe DaemonSet is still owned by the operator Deployment" probe_owner
+eventually 60 "after the upgrade the node is still pinned and web-enforce still Enforced" \
+  eval '[ -n "$(ls /sys/fs/bpf/sockwarden 2>/dev/null)" ] && g=$(jp dsp web-enforce -o jsonpath={.metadata.generation}) && expect_eq "$(enforced_gen web-enforce)" "Enforce/True/$g/$g"'
 
 # ---------------------------------------------------------------- uninstall
 check "helm uninstall" "$helm" uninstall sockwarden -n $ns --wait
@@ -430,6 +464,10 @@ nothing_left() {
   [ -z "$left" ] || { echo "left behind: $left"; return 1; }
 }
 eventually 90 "no sockwarden workload, RBAC or default policy is left (the probe DaemonSet included)" nothing_left
+check "the node's pinned enforcement went with the probe DaemonSet (an Enforce policy is still there)" \
+  eval '[ -z "$(ls /sys/fs/bpf/sockwarden 2>/dev/null)" ] && k get dsp web-enforce >/dev/null'
+eventually 30 "its DockerSocketProbe report went with the probe's pod" \
+  eval '[ -z "$(k get dsprobe -n $ns -o name 2>/dev/null)" ]'
 check "what Helm keeps by design is still there: the CRDs, the findings, the policies users made" \
   eval 'k get crd dockersocketpolicies.sockwarden.io dockerabusefindings.sockwarden.io >/dev/null && [ "$(findings_for shop bare)" = 1 ] && k get dsp web-enforce >/dev/null'
 
@@ -438,7 +476,7 @@ check "what Helm keeps by design is still there: the CRDs, the findings, the pol
 # finding and policy), then the plain manifests are applied as README says, with the test
 # bed's overlay (scripts/testbed/deploy-overlay).
 check "sockwarden's namespace, CRDs and objects are removed" \
-  eval 'k delete ns $ns --wait=true --timeout=90s && k delete crd dockersocketpolicies.sockwarden.io dockerabusefindings.sockwarden.io --wait=true --timeout=60s'
+  eval 'k delete ns $ns --wait=true --timeout=90s && k delete crd dockersocketpolicies.sockwarden.io dockerabusefindings.sockwarden.io dockersocketprobes.sockwarden.io --wait=true --timeout=60s'
 overlay=$(mktemp -d /tmp/sw-deploy.XXXXXX)
 cp deploy/*.yaml $tb/deploy-overlay/*.yaml "$overlay/"
 python3 - "$overlay/02-sockwarden.yaml" <<'PY'

@@ -347,6 +347,16 @@ impl Backend {
         Ok(unpinned)
     }
 
+    /// Stops refusing: the switch off at once, then this probe's pins removed (its links stay
+    /// attached while it runs, for [`Self::arm_enforcement`] to pin again).
+    pub fn disarm_enforcement(&mut self) -> Result<(), EnforceError> {
+        self.set_switch(0)?;
+        if let Some(pinned) = self.pinned.take() {
+            self.hooks = pinned.unpin();
+        }
+        Ok(())
+    }
+
     fn set_switch(&mut self, on: u32) -> Result<(), EnforceError> {
         self.enforce_switch
             .set(0, on, 0)

@@ -42,7 +42,7 @@ pub enum PinError {
 pub struct Pinned {
     generation: String,
     dir: PathBuf,
-    _links: Vec<PinnedLink>,
+    links: Vec<(&'static str, PinnedLink)>,
 }
 
 fn is_bpffs(path: &Path) -> bool {
@@ -103,7 +103,7 @@ pub fn pin(
             path,
             source: Box::new(e),
         })?;
-        links.push(pinned);
+        links.push((program, pinned));
     }
     for (program, fd) in refusers {
         let path = path_of(program);
@@ -116,13 +116,35 @@ pub fn pin(
     Ok(Pinned {
         generation,
         dir: dir.to_path_buf(),
-        _links: links,
+        links,
     })
 }
 
 impl Pinned {
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Removes this probe's pins (the refusers' too) and gives the links back, still attached
+    /// through their descriptors: the node then enforces only while this probe runs. The
+    /// directory goes when nothing else is pinned in it.
+    pub fn unpin(self) -> Vec<(&'static str, FdLink)> {
+        let links = self
+            .links
+            .into_iter()
+            .filter_map(|(program, link)| match link.unpin() {
+                Ok(fd) => Some((program, fd)),
+                Err(e) => {
+                    tracing::warn!(program, error = %e, "could not unpin a link");
+                    None
+                }
+            })
+            .collect();
+        remove_where(&self.dir, |name| {
+            name.starts_with(&format!("{}-", self.generation))
+        });
+        let _ = std::fs::remove_dir(&self.dir);
+        links
     }
 
     /// Removes every other generation's pins (an earlier probe's): their links detach now

@@ -12,8 +12,10 @@ pub mod owners;
 pub mod pod_index;
 pub mod pods;
 pub mod policy;
+pub mod report;
 #[cfg(test)]
 pub mod testing;
+pub mod verdicts;
 pub mod writer;
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
@@ -355,16 +357,20 @@ impl ClusterSink {
             .map(|n| n.labels().clone())
             .unwrap_or_default();
         self.policies.refresh(&self.enricher.policies.state());
+        // The kernel refused the container, whichever binary ran (as it judged: see
+        // `verdicts`); a refusal is reported even where the policies changed since.
+        let blocked = finding.action == api::FindingAction::Blocked;
         let verdict = self.policies.verdict(
             &meta,
             &ns_labels,
-            finding.process.exe.as_deref(),
+            finding.process.exe.as_deref().filter(|_| !blocked),
             finding.operation,
         );
         let (policy_name, severity) = match verdict {
             Verdict::Report {
                 policy, severity, ..
             } => (policy, severity),
+            _ if blocked => (policy::DEFAULT_POLICY.to_string(), policy::DEFAULT_SEVERITY),
             Verdict::Exempt { policy } => {
                 self.metrics.exempt.with_label_values(&[&policy]).inc();
                 return;
@@ -386,6 +392,7 @@ impl ClusterSink {
             &meta.container_name,
             &finding.socket.host_path,
             spec.operation,
+            spec.action,
             &finding.process.comm,
         );
         // Printed and posted whether or not the writer has room: those outputs have bounds
@@ -687,6 +694,7 @@ mod tests {
             "app",
             "/run/docker.sock",
             api::FindingOperation::Connect,
+            api::FindingAction::Audit,
             "curl",
         );
         assert_eq!(f["metadata"]["name"], name.as_str());
