@@ -228,10 +228,12 @@ check "the probe proved it sees: its self-test's canary connect came back throug
 # ---------------------------------------------------------------- enforcement
 docker_created() { docker ps -a --filter name='^sw-escape$' -q; }
 docker rm -f sw-escape >/dev/null 2>&1
+# The image the request names exists, so a request that reached the daemon would create it.
+docker tag sockwarden-testbed/attacker:1 sockwarden-test:latest
 check "an app=web pod asks the node's Docker Engine to create a privileged container with / bound" \
   k apply -f $tb/manifests/escape.yaml
 eventually 60 "it is stopped: its client is killed before the daemon answers (exit 137)" \
-  eval 'out=$(k logs -n shop escape 2>&1) && grep -q "create exited 137" <<<"$out" && ! grep -q "HTTP/1" <<<"$out"'
+  eval 'out=$(k logs -n shop escape 2>&1); echo "$out"; grep -q "create exited 137" <<<"$out" && ! grep -q "HTTP/1" <<<"$out"'
 check "and the Docker Engine created nothing" expect_eq "$(docker_created)" ""
 eventually 30 "its finding says Blocked, under web-enforce" \
   expect_finding shop escape "f['spec']['action'] + '/' + f['spec']['policy']" "Blocked/web-enforce"
@@ -246,7 +248,7 @@ check "the same pod in namespace tools, exempted by web-enforce, is created" \
     expect_eq "$(enforced_gen web-enforce)" "Enforce/True/$g/$g" &&
     k apply -f $tb/manifests/escape-exempt.yaml'
 eventually 60 "it gets through: the Docker Engine answers and creates the container" \
-  eval 'grep -q "HTTP/1.[01] 201" <<<"$(k logs -n tools escape-exempt 2>&1)" && [ -n "$(docker_created)" ]'
+  eval 'out=$(k logs -n tools escape-exempt 2>&1); echo "$out"; grep -q "HTTP/1.[01] 201" <<<"$out" && [ -n "$(docker_created)" ]'
 docker rm -f sw-escape >/dev/null 2>&1
 check "the escape pods are deleted" k delete -f $tb/manifests/escape.yaml -f $tb/manifests/escape-exempt.yaml --wait=false
 
