@@ -112,12 +112,21 @@ pub mod verdict {
     pub const ALLOW_EXACT: u32 = 2;
     /// This cgroup and every cgroup below it are refused (a container under Enforce).
     pub const BLOCK: u32 = 3;
+    /// This cgroup only, like `ALLOW_EXACT`, and a cgroup below it without a verdict is
+    /// refused even while no probe runs: where the kubelet or a runtime makes containers
+    /// (`kubepods`, `/docker`), in which no host service lives.
+    pub const ALLOW_EXACT_GUARD: u32 = 4;
 }
 
 /// Most cgroups with a verdict at once.
 pub const MAX_VERDICTS: u32 = 65_536;
 /// How many ancestors the kernel climbs looking for a subtree verdict.
 pub const MAX_CGROUP_DEPTH: u32 = 16;
+/// A cgroup with no verdict is refused only while the probe's heartbeat (written every
+/// housekeeping tick, 0.5 s) is younger than this: with no probe attributing new cgroups, one
+/// may be a restarted host service (the kubelet, recreated with a new id) as well as a new
+/// container, and refusing it could take the node down.
+pub const HEARTBEAT_STALE_NS: u64 = 15_000_000_000;
 
 /// Key of the watched-socket map: the socket file's identity. Inode numbers repeat across
 /// file systems, so the device is part of the key.

@@ -3,20 +3,20 @@
 //! the hooks ask [`refuse_current`] only after a watched socket matched, so unrelated
 //! syscalls never run this code.
 use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid, bpf_get_current_task, generated::bpf_send_signal,
+    bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, generated::bpf_send_signal,
 };
-use probe_common::{action, verdict, COUNTER_BLOCKED, MAX_CGROUP_DEPTH};
+use probe_common::{action, verdict, COUNTER_BLOCKED, HEARTBEAT_STALE_NS, MAX_CGROUP_DEPTH};
 
 use crate::{
     helpers::{bump, read, rodata},
-    maps::{ENFORCE, REFUSE_NEXT, VERDICTS},
+    maps::{ENFORCE, HEARTBEAT, REFUSE_NEXT, VERDICTS},
 };
 
 /// Whether the current task's touch of a watched socket is refused: enforcement is on, and
 /// its cgroup's verdict, or the nearest ancestor's subtree verdict, is `BLOCK` — or no cgroup
-/// on the way up has one (a cgroup not attributed yet). Walks `task->cgroups->dfl_cgrp` and
-/// `cgroup.self.parent`, so a cgroup a container made inside its own is judged as that
-/// container.
+/// on the way up has one (a cgroup not attributed yet) while a probe runs to attribute it.
+/// Walks `task->cgroups->dfl_cgrp` and `cgroup.self.parent`, so a cgroup a container made
+/// inside its own is judged as that container.
 #[inline(always)]
 pub(crate) fn refuse_current() -> bool {
     match ENFORCE.get(0) {
@@ -25,10 +25,10 @@ pub(crate) fn refuse_current() -> bool {
     }
     let task = unsafe { bpf_get_current_task() };
     let Some(css_set) = read::<u64>(task, rodata!(OFFSETS.task_cgroups)) else {
-        return true;
+        return probe_alive();
     };
     let Some(mut cgroup) = read::<u64>(css_set, rodata!(OFFSETS.css_set_dfl_cgrp)) else {
-        return true;
+        return probe_alive();
     };
     for depth in 0..MAX_CGROUP_DEPTH {
         if cgroup == 0 {
@@ -40,7 +40,12 @@ pub(crate) fn refuse_current() -> bool {
             match unsafe { VERDICTS.get(&id) }.copied() {
                 Some(verdict::BLOCK) => return true,
                 Some(verdict::ALLOW) => return false,
-                Some(verdict::ALLOW_EXACT) if depth == 0 => return false,
+                Some(verdict::ALLOW_EXACT | verdict::ALLOW_EXACT_GUARD) if depth == 0 => {
+                    return false
+                }
+                // Not attributed yet, below where containers are made: refused even while
+                // no probe runs.
+                Some(verdict::ALLOW_EXACT_GUARD) => return true,
                 _ => {}
             }
         }
@@ -52,7 +57,18 @@ pub(crate) fn refuse_current() -> bool {
         };
     }
     // Nothing on the way up: not attributed yet.
-    true
+    probe_alive()
+}
+
+/// Whether a probe attributes new cgroups now (its heartbeat is fresh): only then is a cgroup
+/// without a verdict refused (see `probe_common::HEARTBEAT_STALE_NS`).
+#[inline(always)]
+fn probe_alive() -> bool {
+    let Some(beat) = HEARTBEAT.get(0).copied() else {
+        return false;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    now.wrapping_sub(beat) < HEARTBEAT_STALE_NS
 }
 
 /// How a hook carries out a refusal.

@@ -127,6 +127,11 @@ pub static PENDING_OPENS: LruHashMap<u32, PendingOpen> = LruHashMap::with_max_en
 #[map]
 pub static ENFORCE: Array<u32> = Array::with_max_entries(1, 0);
 
+/// Slot 0: `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the probe's last housekeeping tick while
+/// it enforces (see `probe_common::HEARTBEAT_STALE_NS`).
+#[map]
+pub static HEARTBEAT: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Verdicts by cgroup v2 id (`probe_common::verdict`), kept in sync by the probe.
 #[map]
 pub static VERDICTS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_VERDICTS, 0);

@@ -7,7 +7,10 @@
 //!   container cannot step out of its verdict by making a child cgroup. A container the judge
 //!   cannot name yet (its pod not known) gets nothing: the kernel refuses it until it can.
 //! - Every other cgroup is the host's and gets `ALLOW_EXACT`: itself only, so a container
-//!   cgroup created below `system.slice` or `kubepods.slice` is not covered by it.
+//!   cgroup created below `system.slice` or `kubepods.slice` is not covered by it. Where
+//!   containers are made (kubepods, `/docker`) it is `ALLOW_EXACT_GUARD`: a cgroup below it
+//!   without a verdict is refused even while no probe runs (elsewhere only while one does:
+//!   see `probe_common::HEARTBEAT_STALE_NS`).
 //! - The probe's own cgroup gets `ALLOW_EXACT`, whatever its path (it connects to the CRI
 //!   socket). Exact: on a host where the probe runs in the root cgroup, a subtree `ALLOW`
 //!   there would cover every container created while no probe runs.
@@ -61,7 +64,11 @@ pub fn verdict_of(id: u64, path: &str, own_cgroup: Option<u64>, judge: &Judge) -
         return Entry::Verdict(verdict::ALLOW_EXACT);
     }
     let Some(container) = parse_cgroup_path(path) else {
-        return Entry::Verdict(verdict::ALLOW_EXACT);
+        return Entry::Verdict(if makes_containers(path) {
+            verdict::ALLOW_EXACT_GUARD
+        } else {
+            verdict::ALLOW_EXACT
+        });
     };
     let below_a_container = path
         .rsplit_once('/')
@@ -70,6 +77,17 @@ pub fn verdict_of(id: u64, path: &str, own_cgroup: Option<u64>, judge: &Judge) -
         return Entry::Inherits;
     }
     judge(&container).map_or(Entry::Unjudged, Entry::Verdict)
+}
+
+/// Whether `path` (not a container) is where the kubelet or a runtime makes containers:
+/// under kubepods (pods, QoS classes), or cgroupfs-driver parents (`/docker`,
+/// `/libpod_parent`). No host service lives there, so an unattributed cgroup below it is
+/// refused even while no probe runs.
+fn makes_containers(path: &str) -> bool {
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    let first = segments.next();
+    matches!(first, Some("docker" | "libpod_parent"))
+        || path.split('/').any(|s| s.starts_with("kubepods"))
 }
 
 /// How a node enforces once armed.
@@ -164,9 +182,22 @@ impl Enforcer {
         self.write(&mut backend, id, path, entry);
     }
 
+    /// Every housekeeping tick: while armed, the heartbeat that keeps cgroups without a
+    /// verdict refused (a probe is attributing them); then the containers not judged yet.
+    pub fn tick(&mut self) {
+        if self.armed.is_some() {
+            let shared = self.backend.clone();
+            let mut backend = shared.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = backend.heartbeat() {
+                tracing::warn!(error = %crate::backend::sentence(&e), "the enforcement heartbeat could not be written: cgroups without a verdict are let through");
+            }
+        }
+        self.retry_unjudged();
+    }
+
     /// Judges again the containers that could not be judged (their pod not known yet), so
     /// that one is refused no longer than it must be. Returns how many are still unjudged.
-    pub fn retry_unjudged(&mut self) -> usize {
+    fn retry_unjudged(&mut self) -> usize {
         if self.unjudged.is_empty() {
             return 0;
         }
@@ -280,13 +311,27 @@ mod tests {
             "/",
             "/system.slice",
             "/system.slice/docker.service",
-            "/kubepods.slice",
+            "/system.slice/kubelet.service",
             "/user.slice/user-0.slice/session-3.scope",
         ] {
             assert_eq!(
                 verdict_of(3, host, None, &block),
                 v(verdict::ALLOW_EXACT),
                 "{host}"
+            );
+        }
+        // Where containers are made: unattributed cgroups below stay refused with no probe.
+        for parent in [
+            "/kubepods.slice",
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0f2c1a3e_7d4b_4c1e_9a53_2b8f1e0c9d11.slice",
+            "/sockwarden-testbed/kubepods/besteffort/pod0f2c1a3e-7d4b-4c1e-9a53-2b8f1e0c9d11",
+            "/docker",
+            "/libpod_parent",
+        ] {
+            assert_eq!(
+                verdict_of(3, parent, None, &block),
+                v(verdict::ALLOW_EXACT_GUARD),
+                "{parent}"
             );
         }
         // The probe's own cgroup, even a container's (the probe in its pod); only itself,

@@ -683,10 +683,7 @@ fn spawn_housekeeping(
                 );
             }
             if let Some(enforcer) = &at.enforcer {
-                enforcer
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .retry_unjudged();
+                enforcer.lock().unwrap_or_else(|p| p.into_inner()).tick();
             }
             rearm(&armer, &backend, &metrics, &status);
             let (stats, counts) = {
@@ -742,8 +739,21 @@ fn start_enforcer(
         return Ok(None);
     };
     let own = enforce::own_cgroup(&mount, own_pid(host_pid_ns).unwrap_or(std::process::id()));
-    if own.is_none() {
-        tracing::warn!("the probe's own cgroup was not found: its own connects may be refused");
+    match own {
+        // Before this probe touches a runtime socket (the CRI socket, in a cluster).
+        Some(id) => {
+            let through = backend::pin::allow_in_pinned(&args.pin_dir, id);
+            if through > 0 {
+                tracing::info!(
+                    cgroup = id,
+                    programs = through,
+                    "let this probe through the enforcement an earlier probe left pinned"
+                );
+            }
+        }
+        None => {
+            tracing::warn!("the probe's own cgroup was not found: its own connects may be refused")
+        }
     }
     // In a cluster nothing is judged until the caches exist (`set_judge`).
     let judge = if cluster {

@@ -184,6 +184,13 @@ fn enforce_stops_containers_by_every_path_spares_the_host_and_outlives_the_probe
         .unwrap_or(0);
     assert!(pins >= 1, "nothing pinned under {pin_dir}");
     assert_every_way_in_is_stopped(&docker, &dir, None);
+    // Once no probe has attributed cgroups for longer than the heartbeat allows, a new
+    // cgroup elsewhere on the host would be let through (a restarted host service must not be
+    // locked out); but new containers below /docker, where runtimes make them, stay refused.
+    std::thread::sleep(std::time::Duration::from_nanos(
+        probe_common::HEARTBEAT_STALE_NS + 1_000_000_000,
+    ));
+    assert_every_way_in_is_stopped(&docker, &dir, None);
     let version = docker.cli(&["version", "--format", "{{.Server.Version}}"]);
     assert!(
         version.status.success(),

@@ -185,6 +185,7 @@ pub struct Backend {
     /// Verdicts by cgroup id, and the switch the hooks read (see `crate::enforce`).
     verdicts: BpfHashMap<MapData, u64, u32>,
     enforce_switch: Array<MapData, u32>,
+    heartbeat: Array<MapData, u64>,
     /// The enforcing hooks' links until they are pinned.
     hooks: HookLinks,
     /// `fentry` backend: the `fmod_ret` links that carry out its refusals, once armed.
@@ -264,6 +265,7 @@ impl Backend {
         let counters = map_as(&mut ebpf, "COUNTERS", PerCpuArray::try_from)?;
         let verdicts = map_as(&mut ebpf, "VERDICTS", BpfHashMap::try_from)?;
         let enforce_switch = map_as(&mut ebpf, "ENFORCE", Array::try_from)?;
+        let heartbeat = map_as(&mut ebpf, "HEARTBEAT", Array::try_from)?;
         Ok(Self {
             kind,
             ebpf,
@@ -273,6 +275,7 @@ impl Backend {
             counters,
             verdicts,
             enforce_switch,
+            heartbeat,
             hooks,
             refusers: Vec::new(),
             pinned: None,
@@ -334,6 +337,7 @@ impl Backend {
                 self.pinned = Some(pinned);
             }
         }
+        self.heartbeat()?;
         self.set_switch(1)?;
         if let Some(pinned) = &self.pinned {
             let removed = pinned.take_over();
@@ -355,6 +359,24 @@ impl Backend {
             self.hooks = pinned.unpin();
         }
         Ok(())
+    }
+
+    /// Tells the kernel this probe is alive and attributing new cgroups (every housekeeping
+    /// tick while enforcing): a cgroup without a verdict is refused only while this is fresh.
+    pub fn heartbeat(&mut self) -> Result<(), EnforceError> {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid out-parameter; CLOCK_MONOTONIC is bpf_ktime_get_ns()'s clock.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+        self.heartbeat
+            .set(0, ns, 0)
+            .map_err(|source| EnforceError::Map {
+                map: "HEARTBEAT",
+                source,
+            })
     }
 
     fn set_switch(&mut self, on: u32) -> Result<(), EnforceError> {

@@ -185,30 +185,53 @@ fn linked_programs(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// Sets to 0 the `ENFORCE` switch in the maps `programs` use: they stop refusing at once.
-fn switch_off(programs: &[u32]) {
-    let maps: std::collections::HashSet<u32> = aya::programs::loaded_programs()
+/// The maps named `name` that `programs` use.
+fn maps_named(programs: &[u32], name: &str) -> Vec<aya::maps::MapData> {
+    let ids: std::collections::HashSet<u32> = aya::programs::loaded_programs()
         .flatten()
         .filter(|p| programs.contains(&p.id()))
         .filter_map(|p| p.map_ids().ok().flatten())
         .flatten()
         .collect();
+    ids.into_iter()
+        .filter(|id| aya::maps::MapInfo::from_id(*id).is_ok_and(|m| m.name_as_str() == Some(name)))
+        .filter_map(|id| aya::maps::MapData::from_id(id).ok())
+        .collect()
+}
+
+/// Lets cgroup `id` (a new probe's own) through the programs an earlier probe left pinned in
+/// `dir`, before it touches a runtime socket itself (the CRI socket): its container is new,
+/// so those programs have no verdict for it and would refuse it — a probe that could never
+/// start again. Returns how many programs' verdict maps took it.
+pub fn allow_in_pinned(dir: &Path, id: u64) -> usize {
+    if !dir.exists() {
+        return 0;
+    }
+    let programs = linked_programs(dir);
+    let mut allowed = 0;
+    for data in maps_named(&programs, "VERDICTS") {
+        let set = aya::maps::HashMap::<_, u64, u32>::try_from(aya::maps::Map::HashMap(data))
+            .and_then(|mut verdicts| verdicts.insert(id, probe_common::verdict::ALLOW_EXACT, 0));
+        match set {
+            Ok(()) => allowed += 1,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not let this probe through an earlier probe's pinned programs")
+            }
+        }
+    }
+    allowed
+}
+
+/// Sets to 0 the `ENFORCE` switch in the maps `programs` use: they stop refusing at once.
+fn switch_off(programs: &[u32]) {
     let mut switched = 0;
-    for id in maps {
-        let is_switch =
-            aya::maps::MapInfo::from_id(id).is_ok_and(|m| m.name_as_str() == Some("ENFORCE"));
-        let Some(data) = is_switch
-            .then(|| aya::maps::MapData::from_id(id).ok())
-            .flatten()
-        else {
-            continue;
-        };
+    for data in maps_named(programs, "ENFORCE") {
         let set = aya::maps::Array::<_, u32>::try_from(aya::maps::Map::Array(data))
             .and_then(|mut switch| switch.set(0, 0, 0));
         match set {
             Ok(()) => switched += 1,
             Err(e) => {
-                tracing::warn!(map = id, error = %e, "could not turn a pinned program's enforcement off")
+                tracing::warn!(error = %e, "could not turn a pinned program's enforcement off")
             }
         }
     }
