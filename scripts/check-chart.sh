@@ -87,7 +87,8 @@ events = [r for r in objs[("ClusterRole", "sockwarden-operator")]["rules"] if "e
 assert events == [{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]}], events
 crds = [r for r in objs[("ClusterRole", "sockwarden-operator")]["rules"] if "customresourcedefinitions" in r["resources"]]
 assert crds == [{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
-                 "resourceNames": ["dockersocketpolicies.sockwarden.io", "dockerabusefindings.sockwarden.io"],
+                 "resourceNames": ["dockersocketpolicies.sockwarden.io", "dockerabusefindings.sockwarden.io",
+                                   "dockersocketprobes.sockwarden.io"],
                  "verbs": ["get", "patch"]}], crds
 '
 render api-server --set apiServer.host=127.0.0.1 --set apiServer.port=16443
