@@ -9,11 +9,8 @@
 #     stays <= 128 MiB and another pod's finding is written once the API server is back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The build that ships (static, musl: scripts/build-static.sh), which also reuses its
-# dependencies instead of compiling a second release tree.
-target=x86_64-unknown-linux-musl
-cargo build --release --locked --target $target -p probe --bins --example bench --example pipeline_bench --example flood_bench --example keys_bench
-./target/$target/release/examples/bench
-./target/$target/release/examples/pipeline_bench
-./target/$target/release/examples/flood_bench
-./target/$target/release/examples/keys_bench
+cargo build --release -p probe --bins --example bench --example pipeline_bench --example flood_bench --example keys_bench
+./target/release/examples/bench
+./target/release/examples/pipeline_bench
+./target/release/examples/flood_bench
+./target/release/examples/keys_bench
