@@ -119,9 +119,9 @@ impl From<probe_common::Operation> for FindingOperation {
 /// What the node did about it.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum FindingAction {
-    /// Reported only (every finding in this version: no node blocks yet).
+    /// Reported only: the touch went through.
     Audit,
-    /// Refused by the node's backend (reserved for enforcement).
+    /// Refused (`EPERM`) or stopped (`SIGKILL`) by the node's backend under enforcement.
     Blocked,
 }
 
