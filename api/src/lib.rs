@@ -35,6 +35,9 @@ pub fn truncate(s: &str, max: usize) -> String {
 
 /// The API group.
 pub const GROUP: &str = "sockwarden.io";
+/// The probe DaemonSet's name, in sockwarden's namespace: the operator applies it, and a
+/// stopping probe asks whether it is being deleted (an uninstall).
+pub const PROBE_DAEMONSET: &str = "sockwarden-probe";
 /// Label on a finding naming the policy it was reported under; its value is
 /// [`label_value`] of the policy's name (the full name is `spec.policy`).
 pub const POLICY_LABEL: &str = "sockwarden.io/policy";

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::probe_settings::ProbePodSettings;
 
-pub const NAME: &str = "sockwarden-probe";
+pub const NAME: &str = api::PROBE_DAEMONSET;
 pub const METRICS_PORT: u16 = 9464;
 
 /// How the probe runs; comes from the operator's flags (the Helm chart sets them).

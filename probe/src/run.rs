@@ -476,7 +476,7 @@ async fn daemonset_going(cluster: &ClusterState) -> bool {
         return false;
     };
     let api: kube::Api<DaemonSet> = kube::Api::namespaced(cluster.client.clone(), namespace);
-    match tokio::time::timeout(Duration::from_secs(5), api.get_opt(PROBE_DAEMONSET)).await {
+    match tokio::time::timeout(Duration::from_secs(5), api.get_opt(api::PROBE_DAEMONSET)).await {
         Ok(Ok(None)) => true,
         Ok(Ok(Some(ds))) => ds.metadata.deletion_timestamp.is_some(),
         Ok(Err(kube::Error::Api(status))) if status.code == 401 || status.code == 403 => {
@@ -496,9 +496,6 @@ async fn daemonset_going(cluster: &ClusterState) -> bool {
         }
     }
 }
-
-/// The probe DaemonSet's name (the operator's `daemonset::NAME`).
-const PROBE_DAEMONSET: &str = "sockwarden-probe";
 
 /// What cluster mode shares with housekeeping once it has started.
 struct ClusterState {
@@ -536,13 +533,12 @@ fn follow_enforce_policies(
     }
     let enforced = cluster.verdicts.enforced();
     let Some(enforcer) = enforcer else {
-        let why = "cannot enforce: no cgroup v2 hierarchy here (verdicts are kept by cgroup v2 id)";
         report(
             cluster,
             at,
             None,
             &enforced,
-            Some(why).filter(|_| !enforced.is_empty()),
+            Some(NO_CGROUP_V2).filter(|_| !enforced.is_empty()),
         );
         return;
     };
@@ -668,8 +664,6 @@ fn spawn_housekeeping(
             }
             if let Some(cluster) = cluster.get() {
                 follow_policy_sockets(&mut policy_sockets, &cluster.policies, &armer);
-            }
-            if let Some(cluster) = cluster.get() {
                 let mut enforcer = at
                     .enforcer
                     .as_ref()
@@ -708,6 +702,10 @@ fn spawn_housekeeping(
     })
 }
 
+/// Why a node without a cgroup v2 hierarchy cannot enforce.
+const NO_CGROUP_V2: &str =
+    "cannot enforce: no cgroup v2 hierarchy here (verdicts are kept by cgroup v2 id)";
+
 /// This node's enforcer. Standalone with `--enforce` it is armed at once (every container
 /// refused), and a node that cannot enforce says why and the probe exits: `--enforce` never
 /// quietly audits. In a cluster it starts unarmed; housekeeping arms and disarms it as
@@ -731,11 +729,10 @@ fn start_enforcer(
         return Ok(None);
     }
     let Some(mount) = crate::attribution::find_cgroup2_mount(&args.host_root) else {
-        let why = "cannot enforce: no cgroup v2 hierarchy here (verdicts are kept by cgroup v2 id)";
         if args.enforce {
-            bail!(why);
+            bail!(NO_CGROUP_V2);
         }
-        tracing::warn!("{why}; Enforce policies are audited on this node");
+        tracing::warn!("{NO_CGROUP_V2}; Enforce policies are audited on this node");
         return Ok(None);
     };
     let own = enforce::own_cgroup(&mount, own_pid(host_pid_ns).unwrap_or(std::process::id()));
@@ -963,8 +960,7 @@ async fn start_cluster_sink(
     let client = kube::Client::try_default()
         .await
         .context("cluster mode: cannot reach the Kubernetes API (no in-cluster service account and no kubeconfig)")?;
-    let report_client = client.clone();
-    let report_client_for_state = client.clone();
+    let state_client = client.clone();
     let pod_index = PodIndex::default();
     let pods = spawn_reflector(
         kube::Api::<Pod>::all(client.clone()),
@@ -1082,7 +1078,7 @@ async fn start_cluster_sink(
                 uid: uid.clone(),
             };
             let (tx, _task) = crate::cluster::report::spawn(
-                report_client,
+                state_client.clone(),
                 pod,
                 node.to_string(),
                 shutdown.clone(),
@@ -1102,7 +1098,7 @@ async fn start_cluster_sink(
             verdicts,
             report,
             node: node.to_string(),
-            client: report_client_for_state,
+            client: state_client,
             namespace: args.pod_namespace.clone(),
         },
     ))

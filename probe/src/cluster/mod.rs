@@ -938,6 +938,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_blocked_touch_is_reported_even_where_an_exemption_would_keep_it_quiet() {
+        let mut fx = fixture();
+        fx.pods.add("web-1", "pod-uid-1", "cid-1");
+        // An exemption that matched when the kernel judged; the kernel blocked anyway (the
+        // policies changed since, or it was narrowed by executable): never silent.
+        let exempting = accepted(
+            "agents",
+            serde_json::json!({"exemptions": [{"serviceAccounts": ["shop/web-sa"]}]}),
+        );
+        fx.policies
+            .apply_watcher_event(&watcher::Event::Apply(exempting));
+        let mut batch = container_finding("cid-1");
+        batch.finding.action = api::FindingAction::Blocked;
+        fx.sink.handle(batch).await;
+        fx.sink.writer.flush().await;
+        let objects = written(&fx.api);
+        assert_eq!(objects.len(), 1, "{objects:?}");
+        assert_eq!(objects[0]["spec"]["action"], "Blocked");
+        assert_eq!(objects[0]["spec"]["policy"], policy::DEFAULT_POLICY);
+    }
+
+    #[tokio::test]
     async fn a_reported_finding_is_one_stdout_line_with_its_kubernetes_context_and_count() {
         let mut fx = fixture();
         fx.pods.add("web-1", "pod-uid-1", "cid-1");

@@ -30,6 +30,23 @@ fn service_account(sa: Option<&String>) -> &str {
     sa.map_or("default", String::as_str)
 }
 
+/// What policies judge about container `meta` running `exe` (its namespace's labels
+/// `ns_labels`): the findings' verdicts and enforcement's (`super::verdicts`) alike.
+pub fn subject<'a>(
+    meta: &'a PodMeta,
+    ns_labels: &'a BTreeMap<String, String>,
+    exe: Option<&'a str>,
+) -> Subject<'a> {
+    Subject {
+        namespace: &meta.namespace,
+        namespace_labels: ns_labels,
+        pod_labels: &meta.labels,
+        service_account: service_account(meta.service_account.as_ref()),
+        image: meta.image.as_deref(),
+        executable: exe,
+    }
+}
+
 impl Policies {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
@@ -60,15 +77,7 @@ impl Policies {
         exe: Option<&str>,
         op: FindingOperation,
     ) -> Verdict {
-        let subject = Subject {
-            namespace: &meta.namespace,
-            namespace_labels: ns_labels,
-            pod_labels: &meta.labels,
-            service_account: service_account(meta.service_account.as_ref()),
-            image: meta.image.as_deref(),
-            executable: exe,
-        };
-        evaluate(self.set.applied(), &subject, op)
+        evaluate(self.set.applied(), &subject(meta, ns_labels, exe), op)
     }
 
     /// Counts this node's pods that no applied policy selects, for the

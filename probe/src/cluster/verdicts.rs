@@ -23,7 +23,7 @@ use std::{
 };
 
 use api::{
-    compiled::{evaluate, PolicySet, Subject, Verdict},
+    compiled::{evaluate, PolicySet, Verdict},
     DockerSocketPolicy, FindingOperation, Mode,
 };
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -34,7 +34,7 @@ use kube::{
 };
 use probe_common::verdict;
 
-use super::{pod_index::PodIndex, pods::PodMeta};
+use super::{pod_index::PodIndex, pods::PodMeta, policy::subject};
 use crate::cgroup::ContainerRef;
 
 /// An Enforce policy this node applies, at the generation it applies.
@@ -119,15 +119,8 @@ impl ClusterVerdicts {
             .get(&ObjectRef::<PartialObjectMeta<Namespace>>::new(
                 &meta.namespace,
             ));
-        let subject = Subject {
-            namespace: &meta.namespace,
-            namespace_labels: ns.as_ref().map_or(&none, |n| n.labels()),
-            pod_labels: &meta.labels,
-            service_account: meta.service_account.as_deref().unwrap_or("default"),
-            image: meta.image.as_deref(),
-            // The kernel refuses the container, not a binary in it.
-            executable: None,
-        };
+        // The kernel refuses the container, not a binary in it: no executable.
+        let subject = subject(&meta, ns.as_ref().map_or(&none, |n| n.labels()), None);
         let mut set = self.set.lock().unwrap_or_else(|p| p.into_inner());
         set.refresh(&self.policies.state());
         let enforced = [FindingOperation::Connect, FindingOperation::Open]
@@ -191,8 +184,7 @@ mod tests {
         }
     }
 
-    /// Verdicts over this node's pods and the cluster's policies (accepted unless named
-    /// `refused-*`).
+    /// Verdicts over this node's pods and the cluster's policies.
     fn verdicts(pods: &[Pod], policies: &[DockerSocketPolicy]) -> ClusterVerdicts {
         let (pod_store, mut pod_writer) = reflector::store();
         for p in pods {
