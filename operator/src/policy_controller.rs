@@ -116,7 +116,7 @@ async fn reconcile_inner(policy: &DockerSocketPolicy, ctx: &Context) -> Result<A
         .daemonsets
         .get(&ObjectRef::<DaemonSet>::new(NAME).within(&ctx.settings.namespace));
     let cov = coverage(daemonset.as_deref(), &ctx.settings.namespace);
-    let enforcement = enforcement(policy, daemonset.as_deref(), &ctx.probes.state());
+    let enforcement = enforcement(policy, &cov.nodes, &ctx.probes.state());
     let mut status = DockerSocketPolicyStatus {
         observed_generation: generation,
         effective_mode: Some(enforcement.effective_mode(policy)),
@@ -176,10 +176,8 @@ pub(crate) fn accepted_message(policy: &DockerSocketPolicy) -> String {
 /// How many of the probe's nodes enforce a policy's current generation, as their
 /// `DockerSocketProbe` reports say.
 pub(crate) struct Enforcement {
-    /// Nodes that should run a probe (the DaemonSet's desired count), and those whose probe
-    /// is ready.
-    nodes: i32,
-    ready: i32,
+    /// Nodes that should run a probe, and those whose probe is ready (the policy's coverage).
+    nodes: NodeCoverage,
     /// Reports that enforce this generation, and how they block.
     enforcing: i32,
     blocks_with: std::collections::BTreeSet<String>,
@@ -187,18 +185,16 @@ pub(crate) struct Enforcement {
     lagging: Option<(String, Option<String>)>,
 }
 
-/// Reads the reports in `probes` for `policy` (no DaemonSet: no nodes).
+/// Reads the reports in `probes` for `policy`, over the nodes of its coverage.
 pub(crate) fn enforcement(
     policy: &DockerSocketPolicy,
-    daemonset: Option<&DaemonSet>,
+    nodes: &NodeCoverage,
     probes: &[Arc<DockerSocketProbe>],
 ) -> Enforcement {
-    let ds_status = daemonset.and_then(|d| d.status.clone()).unwrap_or_default();
     let name = policy.name_any();
     let generation = policy.meta().generation.unwrap_or(0);
     let mut e = Enforcement {
-        nodes: ds_status.desired_number_scheduled,
-        ready: ds_status.number_ready,
+        nodes: nodes.clone(),
         enforcing: 0,
         blocks_with: Default::default(),
         lagging: None,
@@ -221,7 +217,8 @@ pub(crate) fn enforcement(
 impl Enforcement {
     /// Every node that should run a probe runs a ready one that enforces this generation.
     fn all(&self) -> bool {
-        self.nodes > 0 && self.ready >= self.nodes && self.enforcing >= self.nodes
+        let n = &self.nodes;
+        n.desired > 0 && n.ready >= n.desired && self.enforcing >= n.desired
     }
 
     /// What the nodes do for `policy` (`status.effectiveMode`, the MODE column): `Enforce`
@@ -256,20 +253,20 @@ pub(crate) fn enforced_condition(
             "AllNodesEnforce",
             format!(
                 "all {} nodes enforce generation {generation_text} (blocking with {how})",
-                e.nodes
+                e.nodes.desired
             ),
             generation,
             previous,
         )
     } else {
-        let (reason, mut message) = if e.nodes == 0 {
+        let (reason, mut message) = if e.nodes.desired == 0 {
             ("NoNodes", "no node runs a probe".to_string())
-        } else if e.ready < e.nodes {
+        } else if e.nodes.ready < e.nodes.desired {
             (
                 "NodesNotReady",
                 format!(
                     "{} of {} nodes run a ready probe; findings are audited where the policy is not enforced",
-                    e.ready, e.nodes
+                    e.nodes.ready, e.nodes.desired
                 ),
             )
         } else {
@@ -277,7 +274,7 @@ pub(crate) fn enforced_condition(
                 "NotAllNodesEnforce",
                 format!(
                     "{} of {} nodes enforce generation {generation_text}; the others audit",
-                    e.enforcing, e.nodes
+                    e.enforcing, e.nodes.desired
                 ),
             )
         };
